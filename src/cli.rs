@@ -1,0 +1,110 @@
+//! Command-line definitions only; `app.rs` runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  unitgen render                         Render ./unitgen.yaml into ./units
+  unitgen render --check                 Exit 1 with a diff if ./units is stale (for CI)
+  unitgen render | xargs fleetctl submit Submit every rendered unit to fleet
+  unitgen validate -f ops/unitgen.yaml   Report every problem in a spec
+  unitgen schedule --cron '15 0 * * *'   Show the OnCalendar form and next run";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "unitgen",
+    version,
+    about = "Render scheduled backup jobs into fleet/systemd .service + .timer units",
+    long_about = "unitgen reads a YAML spec of backup jobs and renders, for each job, a \
+NAME.service and NAME.timer for fleet clusters or plain systemd hosts. Non-secret values \
+may come from etcd at render time; secrets stay in etcd and are read by unitgen-runner at \
+run time, never written into a unit.\n\nExit status: 0 ok, 1 failure or drift, 2 usage \
+error or invalid spec.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render the spec's units into the output folder
+    #[command(after_help = "\
+Examples:
+  unitgen render
+  unitgen render -f examples/bitcoind-wallet/unitgen.yaml --values examples/bitcoind-wallet/values.yaml -o units/bitcoind-wallet
+  unitgen render --stdout                 Print the units instead of writing them
+  unitgen render --check                  Exit 1 with a unified diff when ./units is stale
+  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer")]
+    Render(RenderArgs),
+    /// Report every problem in the spec; write nothing
+    #[command(after_help = "\
+Examples:
+  unitgen validate
+  unitgen validate -f ops/unitgen.yaml --values ci-values.yaml")]
+    Validate(SpecArgs),
+    /// Print a shell completion script
+    #[command(after_help = "\
+Examples:
+  unitgen completions bash > /etc/bash_completion.d/unitgen
+  unitgen completions zsh > \"${fpath[1]}/_unitgen\"
+  unitgen completions fish > ~/.config/fish/completions/unitgen.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(after_help = "\
+Examples:
+  unitgen man > /usr/local/share/man/man1/unitgen.1
+  unitgen man | man -l -")]
+    Man,
+    /// Print the spec's JSON Schema, for editors
+    #[command(after_help = "\
+Examples:
+  unitgen schema > unitgen.schema.json
+  # then, first line of unitgen.yaml for yaml-language-server:
+  # yaml-language-server: $schema=./unitgen.schema.json")]
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The spec file
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "SPEC",
+        default_value = "unitgen.yaml"
+    )]
+    pub spec: PathBuf,
+    /// YAML map of etcd key to value, used instead of etcd (offline renders, CI)
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The output folder
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "units"
+    )]
+    pub output: PathBuf,
+    /// Print the units to stdout instead of writing them
+    #[arg(long, conflicts_with_all = ["check", "print0"])]
+    pub stdout: bool,
+    /// Write nothing; exit 1 with a unified diff if DIR differs from the spec
+    #[arg(long)]
+    pub check: bool,
+    /// End printed paths with NUL instead of newline (for `xargs -0`)
+    #[arg(long)]
+    pub print0: bool,
+}

@@ -1,0 +1,77 @@
+//! One error type for the library; `code()` maps it to the CLI's exit status.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::source::Location;
+
+/// One problem in a spec, located at `file:line:col` and its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub location: Option<Location>,
+    /// The key path, e.g. `jobs.backup.timer.persistent` (empty for syntax errors).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(loc) = self.location {
+            write!(f, ":{}:{}", loc.line, loc.col)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec has problems; each is printed on its own line.
+    #[error("{} problem(s) in the spec", .0.len())]
+    Invalid(Vec<Problem>),
+    #[error("cannot read the spec {}: {source}", path.display())]
+    ReadSpec {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the values file {}: {message}", path.display())]
+    ReadValues { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Rendering would write a file where something else stands.
+    #[error("{}: {message}", path.display())]
+    Output { path: PathBuf, message: String },
+    /// `render --check` found differences (the diff is already printed).
+    #[error("{0}")]
+    Drift(String),
+    /// A template failed: always a bug in unitgen, never the user's input.
+    #[error(
+        "internal error rendering {template}: {message}; this is a bug in unitgen, please report it"
+    )]
+    Template {
+        template: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    /// Exit status: 1 for failures and drift, 2 for usage errors and invalid specs.
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) | Error::ReadSpec { .. } | Error::ReadValues { .. } => 2,
+            Error::Io { .. } | Error::Output { .. } | Error::Drift(_) | Error::Template { .. } => 1,
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

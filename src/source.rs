@@ -1,0 +1,462 @@
+//! Reading a spec file: YAML parsing, strict decoding that reports every
+//! problem (not just the first), and locating each problem at
+//! `file:line:col` with its key path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use crate::error::{Error, Problem};
+
+/// A path into the spec, such as `jobs.backup.steps[0].rpc.url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct KeyPath(Vec<Seg>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl KeyPath {
+    pub fn root() -> Self {
+        KeyPath(Vec::new())
+    }
+
+    pub fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+
+    pub fn index(&self, index: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(index));
+        p
+    }
+
+    fn parent(&self) -> Option<KeyPath> {
+        let mut p = self.clone();
+        p.0.pop().map(|_| p)
+    }
+
+    fn starts_with(&self, other: &KeyPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(top level)");
+        }
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A 1-based line and column in the spec file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A spec file's text, its display name, and where each key and value sits.
+pub struct Source {
+    pub name: String,
+    pub text: String,
+    keys: HashMap<KeyPath, Location>,
+    values: HashMap<KeyPath, Location>,
+}
+
+impl Source {
+    /// Reads a spec file. A missing or unreadable file is a usage error.
+    pub fn read(path: &Path) -> Result<Source, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadSpec {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Source::new(path.display().to_string(), text))
+    }
+
+    pub fn new(name: String, text: String) -> Source {
+        let mut map = Locator::default();
+        // Locations are a convenience: if this parser disagrees with
+        // serde_yaml, problems are still reported, just without a position.
+        let _ = Parser::new_from_str(&text).load(&mut map, false);
+        Source {
+            name,
+            text,
+            keys: map.keys,
+            values: map.values,
+        }
+    }
+
+    /// A problem about the key at `path` (unknown or misplaced keys).
+    pub fn at_key(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+        let loc = self.keys.get(path).or_else(|| self.values.get(path));
+        self.problem(loc.copied(), path, message)
+    }
+
+    /// A problem about the value at `path`.
+    pub fn at_value(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+        // The nearest located ancestor, so that a problem in a value built
+        // by the decoder (a missing field) still points somewhere useful.
+        let mut p = Some(path.clone());
+        let loc = loop {
+            match p {
+                Some(q) => match self.values.get(&q).or_else(|| self.keys.get(&q)) {
+                    Some(loc) => break Some(*loc),
+                    None => p = q.parent(),
+                },
+                None => break None,
+            }
+        };
+        self.problem(loc, path, message)
+    }
+
+    fn problem(
+        &self,
+        loc: Option<Location>,
+        path: &KeyPath,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            file: self.name.clone(),
+            location: loc,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Parses and strictly decodes the whole file into `T`, collecting every
+    /// problem: after each decoding error the offending key is removed and
+    /// decoding runs again, so one mistake does not hide the next.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
+        let mut value: Value = match serde_yaml::from_str(&self.text) {
+            Ok(Value::Null) => {
+                return Err(vec![self.problem(
+                    None,
+                    &KeyPath::root(),
+                    "the spec is empty; start with `version: 1` and a `jobs:` map",
+                )]);
+            }
+            Ok(v) => v,
+            Err(e) => return Err(vec![self.yaml_syntax_problem(&e)]),
+        };
+        let mut problems = Vec::new();
+        let mut removed: Vec<KeyPath> = Vec::new();
+        // Each round removes one node, so this ends; the bound is a backstop.
+        for _ in 0..10_000 {
+            let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+                Ok(spec) if problems.is_empty() => return Ok(spec),
+                Ok(_) => return Err(problems),
+                Err(err) => err,
+            };
+            let path = to_key_path(err.path());
+            let message = err.inner().to_string();
+            // An error about a node that contained something already removed
+            // is a consequence of that removal, not the user's mistake.
+            let secondary = removed.iter().any(|r| r.starts_with(&path));
+            if !secondary {
+                problems.push(self.describe(&path, &message));
+            }
+            if !remove(&mut value, &path) {
+                break;
+            }
+            removed.push(path);
+        }
+        Err(problems)
+    }
+
+    fn describe(&self, path: &KeyPath, message: &str) -> Problem {
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            return self.at_key(path, unknown_message("key", key, expected));
+        }
+        if let Some(rest) = message.strip_prefix("unknown variant `") {
+            let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            return self.at_key(path, unknown_message("value", name, expected));
+        }
+        self.at_value(path, shorten(message))
+    }
+
+    fn yaml_syntax_problem(&self, e: &serde_yaml::Error) -> Problem {
+        let message = e.to_string();
+        // serde_yaml appends " at line L column C"; the location is printed
+        // in front instead, where editors look for it.
+        let message = match message.find(" at line ") {
+            Some(i) => &message[..i],
+            None => &message,
+        };
+        Problem {
+            file: self.name.clone(),
+            location: e.location().map(|l| Location {
+                line: l.line(),
+                col: l.column(),
+            }),
+            path: String::new(),
+            message: format!("not valid YAML: {message}"),
+        }
+    }
+}
+
+/// "unknown key `persistant` (did you mean `persistent`?)", from serde's
+/// "unknown field `x`, expected one of `a`, `b`" message.
+fn unknown_message(what: &str, name: &str, expected: &str) -> String {
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(name, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match (best, candidates.is_empty()) {
+        (Some((_, c)), _) => format!("unknown {what} `{name}` (did you mean `{c}`?)"),
+        (None, false) => format!(
+            "unknown {what} `{name}`; expected one of: {}",
+            candidates.join(", ")
+        ),
+        (None, true) => format!("unknown {what} `{name}`; nothing is allowed here"),
+    }
+}
+
+/// Error messages quote the offending value; a 10 kB value would drown the
+/// message, so it is cut.
+fn shorten(message: &str) -> String {
+    const MAX: usize = 200;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+fn to_key_path(path: &serde_path_to_error::Path) -> KeyPath {
+    use serde_path_to_error::Segment;
+    let mut out = KeyPath::root();
+    for seg in path {
+        match seg {
+            Segment::Seq { index } => out.0.push(Seg::Index(*index)),
+            Segment::Map { key } => out.0.push(Seg::Key(key.clone())),
+            // Externally tagged enums are single-key maps in YAML.
+            Segment::Enum { variant } => out.0.push(Seg::Key(variant.clone())),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Removes the node at `path` (a map entry) so decoding can go on past it.
+/// Sequence elements are not removed: that would shift the indices of the
+/// problems that follow.
+fn remove(value: &mut Value, path: &KeyPath) -> bool {
+    let Some((last, parents)) = path.0.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg, node) {
+            (Seg::Key(k), Value::Mapping(m)) => {
+                match m.iter_mut().find(|(mk, _)| key_text(mk) == *k) {
+                    Some((_, v)) => v,
+                    None => return false,
+                }
+            }
+            (Seg::Index(i), Value::Sequence(s)) => match s.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Seg::Key(_), Value::Tagged(t)) => &mut t.value,
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Seg::Key(k), Value::Mapping(m)) => {
+            let found = m.keys().find(|mk| key_text(mk) == *k).cloned();
+            found.is_some_and(|mk| m.remove(&mk).is_some())
+        }
+        _ => false,
+    }
+}
+
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned(),
+    }
+}
+
+/// Records where each key and value starts, from the YAML event stream.
+#[derive(Default)]
+struct Locator {
+    stack: Vec<Frame>,
+    path: KeyPath,
+    keys: HashMap<KeyPath, Location>,
+    values: HashMap<KeyPath, Location>,
+}
+
+enum Frame {
+    /// `pending` is the key whose value comes next, if any.
+    Map {
+        pending: Option<String>,
+        role: Role,
+    },
+    Seq {
+        next: usize,
+        role: Role,
+    },
+}
+
+/// Whether a collection is a map key (complex keys) or a value.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Key,
+    Value,
+}
+
+impl MarkedEventReceiver for Locator {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let loc = Location {
+            line: mark.line(),
+            col: mark.col(),
+        };
+        match ev {
+            Event::Scalar(text, ..) => self.node(Some(text), loc, None),
+            Event::Alias(_) => self.node(None, loc, None),
+            Event::MappingStart(..) => self.node(None, loc, Some(true)),
+            Event::SequenceStart(..) => self.node(None, loc, Some(false)),
+            Event::MappingEnd | Event::SequenceEnd => {
+                let role = match self.stack.pop() {
+                    Some(Frame::Map { role, .. } | Frame::Seq { role, .. }) => role,
+                    None => return,
+                };
+                if self.stack.is_empty() {
+                    return;
+                }
+                self.path.0.pop();
+                if role == Role::Value {
+                    if let Some(Frame::Map { pending, .. }) = self.stack.last_mut() {
+                        *pending = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Locator {
+    /// A node starts. `collection` is `Some(is_map)` for maps and sequences.
+    fn node(&mut self, scalar: Option<String>, loc: Location, collection: Option<bool>) {
+        let role = match self.stack.last_mut() {
+            None => {
+                self.values.insert(self.path.clone(), loc);
+                Role::Value
+            }
+            Some(Frame::Map {
+                pending: pending @ None,
+                ..
+            }) => {
+                let key = scalar.unwrap_or_else(|| "<complex key>".to_owned());
+                self.keys.insert(self.path.key(&key), loc);
+                *pending = Some(key.clone());
+                if collection.is_none() {
+                    return;
+                }
+                self.path.0.push(Seg::Key(key));
+                Role::Key
+            }
+            Some(Frame::Map {
+                pending: Some(key), ..
+            }) => {
+                let key = key.clone();
+                self.path.0.push(Seg::Key(key));
+                self.values.insert(self.path.clone(), loc);
+                if collection.is_none() {
+                    self.path.0.pop();
+                    if let Some(Frame::Map { pending, .. }) = self.stack.last_mut() {
+                        *pending = None;
+                    }
+                    return;
+                }
+                Role::Value
+            }
+            Some(Frame::Seq { next, .. }) => {
+                self.path.0.push(Seg::Index(*next));
+                *next += 1;
+                self.values.insert(self.path.clone(), loc);
+                if collection.is_none() {
+                    self.path.0.pop();
+                    return;
+                }
+                Role::Value
+            }
+        };
+        match collection {
+            Some(true) => self.stack.push(Frame::Map {
+                pending: None,
+                role,
+            }),
+            Some(false) => self.stack.push(Frame::Seq { next: 0, role }),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_keys_and_values() {
+        let text = "version: 1\njobs:\n  a:\n    steps:\n      - rpc:\n          url: x\n    after: [b, c]\n";
+        let src = Source::new("s.yaml".into(), text.into());
+        let job = KeyPath::root().key("jobs").key("a");
+        let url = job.key("steps").index(0).key("rpc").key("url");
+        assert_eq!(src.keys[&url], Location { line: 6, col: 11 });
+        assert_eq!(src.values[&url], Location { line: 6, col: 16 });
+        assert_eq!(
+            src.values[&job.key("after").index(1)],
+            Location { line: 7, col: 16 }
+        );
+        assert_eq!(
+            src.keys[&KeyPath::root().key("version")],
+            Location { line: 1, col: 1 }
+        );
+        assert_eq!(url.to_string(), "jobs.a.steps[0].rpc.url");
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            unknown_message(
+                "key",
+                "persistant",
+                "expected one of `persistent`, `accuracy`"
+            ),
+            "unknown key `persistant` (did you mean `persistent`?)"
+        );
+        assert_eq!(
+            unknown_message("key", "zzz", "expected one of `persistent`, `accuracy`"),
+            "unknown key `zzz`; expected one of: persistent, accuracy"
+        );
+    }
+}

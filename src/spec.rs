@@ -1,0 +1,413 @@
+//! The serde mirror of `unitgen.yaml`, version 1. No logic lives here: the
+//! types say what the file may contain, `source.rs` decodes it (collecting
+//! every problem), and `validate.rs` turns it into a model.
+//!
+//! Every struct rejects unknown keys: decoding reports them all with their
+//! location, and the JSON Schema (`unitgen schema`) is generated from these
+//! same types, so editors and the parser cannot disagree.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+/// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
+/// raw YAML values so that one bad job does not hide the problems of others.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields, rename = "UnitgenSpec")]
+pub struct SpecOf<J> {
+    /// Spec format version; only `1` exists.
+    pub version: u32,
+    /// Where render-time values and run-time secrets live.
+    #[serde(default)]
+    pub etcd: Option<EtcdSpec>,
+    /// Settings merged into every job; a job's own setting wins.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The backup jobs, by name. Each becomes `NAME.service` + `NAME.timer`.
+    pub jobs: BTreeMap<String, J>,
+}
+
+/// The spec as users write it.
+pub type Spec = SpecOf<Job>;
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// Where the units run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A fleet cluster: adds `[X-Fleet]` placement, no `[Install]`.
+    Fleet,
+    /// A plain systemd host: the timer gets `[Install] WantedBy=timers.target`.
+    Systemd,
+}
+
+/// When docker pulls the image before running it (`docker run --pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    Always,
+    Missing,
+    Never,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Defaults {
+    pub target: Option<Target>,
+    /// Container image holding `unitgen-runner`.
+    pub image: Option<Str>,
+    pub pull: Option<PullPolicy>,
+    /// Absolute path of the docker CLI on the hosts (default `/usr/bin/docker`).
+    pub docker: Option<Str>,
+    /// Path of `unitgen-runner` inside the image (default `/unitgen-runner`).
+    pub runner: Option<Str>,
+    pub timer: Option<TimerSpec>,
+    /// `TimeoutStartSec=`: how long one run may take (a systemd time span).
+    pub timeout: Option<Str>,
+    /// Unit started when the job fails; a template such as
+    /// `unit-status-mail@.service` gets the job's service name as its instance.
+    pub on_failure: Option<Str>,
+    pub fleet: Option<FleetSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Job {
+    /// `Description=` of both units.
+    pub description: Option<Str>,
+    /// A systemd calendar expression (`OnCalendar=`), e.g. `*-*-* 00:15:00`.
+    pub schedule: Option<Str>,
+    /// A 5-field cron line or `@daily`-style shorthand, instead of `schedule`.
+    pub cron: Option<Str>,
+    pub timer: Option<TimerSpec>,
+    pub target: Option<Target>,
+    /// Units to start after (`After=`), e.g. the application's service.
+    #[serde(default)]
+    pub after: Vec<Str>,
+    /// Units that must be running (`Requires=`, and `After=` as well).
+    #[serde(default)]
+    pub requires: Vec<Str>,
+    pub on_failure: Option<Str>,
+    pub timeout: Option<Str>,
+    pub fleet: Option<FleetSpec>,
+    /// Run in a container (the default when `steps` are given).
+    pub container: Option<ContainerSpec>,
+    /// Run this command on the host instead of a container; the first word
+    /// is an absolute path.
+    pub command: Option<Vec<Str>>,
+    /// Non-secret environment for the command or container.
+    #[serde(default)]
+    pub environment: BTreeMap<String, Str>,
+    /// What `unitgen-runner` does, in order.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TimerSpec {
+    /// `Persistent=`: catch up on a run missed while the host was down.
+    pub persistent: Option<bool>,
+    /// `RandomizedDelaySec=`: spread runs over this time span.
+    pub randomized_delay: Option<Str>,
+    /// `AccuracySec=`: how late systemd may fire to coalesce wake-ups.
+    pub accuracy: Option<Str>,
+}
+
+/// fleet placement (`[X-Fleet]`), see fleet's unit-files-and-scheduling docs.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// Run only on this machine (its 32-hex-digit `/etc/machine-id`).
+    pub machine_id: Option<Str>,
+    /// Run on the machine that runs this unit, e.g. `bitcoind.service`.
+    pub machine_of: Option<Str>,
+    /// Run only on machines with this metadata; several values for one key
+    /// mean any of them.
+    #[serde(default)]
+    pub machine_metadata: BTreeMap<String, OneOrMany<Str>>,
+    /// Never run on a machine with a unit matching one of these globs.
+    #[serde(default)]
+    pub conflicts: Vec<Str>,
+    /// Run on every machine (only `machine_metadata` may narrow it).
+    pub global: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ContainerSpec {
+    pub image: Option<Str>,
+    /// Container name (default: the job name, with `@` and `:` as `_`).
+    pub name: Option<Str>,
+    /// `docker run --link NAME:ALIAS`, as in the seed.
+    #[serde(default)]
+    pub links: Vec<Str>,
+    /// `docker run --network NAME` (`host` reaches the host's loopback).
+    pub network: Option<Str>,
+    /// `docker run --volume HOST:CONTAINER[:OPTIONS]`.
+    #[serde(default)]
+    pub volumes: Vec<Str>,
+    pub pull: Option<PullPolicy>,
+    /// Run this command in the image instead of `unitgen-runner` steps.
+    pub command: Option<Vec<Str>>,
+}
+
+/// One step of `unitgen-runner`, written as a one-key map (`- rpc: {...}`).
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// A JSON-RPC call, e.g. bitcoind `backupwallet`.
+    Rpc(RpcStep),
+    /// An EBS snapshot of a volume, then pruning by a retention policy.
+    EbsSnapshot(EbsSnapshotStep),
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RpcStep {
+    /// Endpoint, e.g. `http://bitcoind:8332/`.
+    pub url: Str,
+    /// Wallet name: calls go to `/wallet/NAME`.
+    pub wallet: Option<Str>,
+    pub method: Str,
+    /// Positional parameters, as JSON values.
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+    pub user: Option<Str>,
+    /// Read from etcd by the runner at run time; never written into a unit.
+    pub password: Option<Secret>,
+    /// Path of bitcoind's `.cookie` file inside the container, instead of user/password.
+    pub cookie_file: Option<Str>,
+    /// How long the call may take (a systemd time span).
+    pub timeout: Option<Str>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EbsSnapshotStep {
+    /// e.g. `vol-0123456789abcdef0`; usually `{ etcd: /aws/volume-id }`.
+    pub volume_id: Str,
+    pub region: Str,
+    pub credentials: Credentials,
+    /// Extra tags on the snapshot (the ownership, job and volume tags are always added).
+    #[serde(default)]
+    pub tags: BTreeMap<String, Str>,
+    /// Wait until the snapshot is `completed`, at most this long.
+    pub wait: Option<Str>,
+    pub retention: Option<Retention>,
+    /// EC2 endpoint override (testing against a local server).
+    pub endpoint: Option<Str>,
+}
+
+/// AWS credentials for the runner: `default_chain` or `{ etcd_prefix: /aws/ }`.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    /// The SDK's default chain (environment, instance profile, ...).
+    DefaultChain,
+    /// `PREFIX` + `access-key-id` and `secret-access-key` in etcd.
+    EtcdPrefix(String),
+}
+
+/// restic-style retention: each rule keeps the newest snapshot of that many
+/// distinct periods; a snapshot kept by any rule is kept.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+}
+
+/// A string written in the spec, or `{ etcd: KEY }` read at render time.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum Str {
+    Literal(String),
+    Etcd(EtcdRef),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EtcdRef {
+    /// The etcd key, e.g. `/aws/volume-id`.
+    pub etcd: String,
+}
+
+/// A secret: only a reference, which the runner reads at run time.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct Secret(pub EtcdRef);
+
+/// One value or a list of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(v) => std::slice::from_ref(v),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+// `Str` and `Secret` decode by hand: an untagged enum's error ("data did not
+// match any variant") would not tell the user what to write.
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or `{ etcd: KEY }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str, E> {
+                Ok(Str::Literal(v.to_owned()))
+            }
+            // YAML reads `10` or `true` as numbers and booleans; where a
+            // string is expected they mean their text.
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Str, E> {
+                Ok(Str::Literal(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Str, E> {
+                Ok(Str::Literal(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Str, E> {
+                Ok(Str::Literal(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Str, E> {
+                Ok(Str::Literal(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Str, A::Error> {
+                EtcdRef::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Str::Etcd)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`{ etcd: KEY }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Secret, E> {
+                // Never echo the value: it is a secret someone just pasted.
+                Err(E::custom(
+                    "a secret cannot be written in the spec; store it in etcd \
+                     (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`",
+                ))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                self.visit_str("")
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                self.visit_str("")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
+                EtcdRef::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Secret)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// serde_yaml 0.9 reads enums only from `!tags`; the spec writes them as
+// one-key maps (`- rpc: {...}`), as people write YAML.
+
+/// Reads the single key of a one-key map and hands its value to `read`.
+fn one_key_map<'de, A, T>(
+    mut map: A,
+    variants: &'static [&'static str],
+    read: impl FnOnce(&str, &mut A) -> Result<T, A::Error>,
+) -> Result<T, A::Error>
+where
+    A: serde::de::MapAccess<'de>,
+{
+    use serde::de::Error;
+    let Some(kind) = map.next_key::<String>()? else {
+        return Err(A::Error::custom(format!(
+            "empty map; expected one of: {}",
+            variants.join(", ")
+        )));
+    };
+    if !variants.contains(&kind.as_str()) {
+        return Err(A::Error::unknown_variant(&kind, variants));
+    }
+    let value = read(&kind, &mut map)?;
+    if let Some(other) = map.next_key::<String>()? {
+        return Err(A::Error::custom(format!(
+            "`{kind}` and `{other}` in one item; each item has exactly one kind (start another item with `-`)"
+        )));
+    }
+    Ok(value)
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const VARIANTS: &[&str] = &["rpc", "ebs_snapshot"];
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Step;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a step such as `rpc: {...}` or `ebs_snapshot: {...}`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Step, A::Error> {
+                one_key_map(map, VARIANTS, |kind, map| match kind {
+                    "rpc" => map.next_value().map(Step::Rpc),
+                    _ => map.next_value().map(Step::EbsSnapshot),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Credentials {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const VARIANTS: &[&str] = &["default_chain", "etcd_prefix"];
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Credentials;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`default_chain` or `{ etcd_prefix: /aws/ }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Credentials, E> {
+                match v {
+                    "default_chain" => Ok(Credentials::DefaultChain),
+                    other => Err(E::unknown_variant(other, &["default_chain"])),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Credentials, A::Error> {
+                one_key_map(map, &VARIANTS[1..], |_, map| {
+                    map.next_value().map(Credentials::EtcdPrefix)
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
