@@ -98,11 +98,12 @@ mod tests {
         assert_eq!(overlong_fleet_line(&ok), None);
         let long = format!("[Unit]\nDescription={}\n", "x".repeat(2040));
         assert_eq!(overlong_fleet_line(&long), Some((2, 2052)));
+        // 13 + 1102 + 1000 bytes: each physical line is short, the logical one is not.
         let continued = format!(
             "ExecStart=a \\\n{} \\\n{}\n",
-            "y".repeat(1000),
+            "y".repeat(1100),
             "z".repeat(1000)
         );
-        assert_eq!(overlong_fleet_line(&continued), Some((1, 2015)));
+        assert_eq!(overlong_fleet_line(&continued), Some((1, 2115)));
     }
 }

@@ -334,9 +334,10 @@ enum Role {
 
 impl MarkedEventReceiver for Locator {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        // yaml-rust2 columns are 0-based (its lines are 1-based).
         let loc = Location {
             line: mark.line(),
-            col: mark.col(),
+            col: mark.col() + 1,
         };
         match ev {
             Event::Scalar(text, ..) => self.node(Some(text), loc, None),
