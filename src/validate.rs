@@ -124,16 +124,58 @@ impl Cx<'_> {
     }
 
     /// A string from the spec or, for `{ etcd: KEY }`, from the values.
+    /// Every value passes here, so none can carry a line break into a unit,
+    /// whatever context (or JSON encoding) it ends up in.
     fn str(&mut self, value: &Str, path: &KeyPath) -> Option<String> {
-        match value {
-            Str::Literal(s) => Some(s.clone()),
+        let text = match value {
+            Str::Literal(s) => s.clone(),
             Str::Etcd(r) => match self.values.get(&r.etcd) {
-                Ok(v) => Some(v.to_owned()),
+                Ok(v) => v.to_owned(),
                 Err(message) => {
                     self.err(path, message);
-                    None
+                    return None;
                 }
             },
+        };
+        match escape::reject_line_breaks(&text) {
+            Ok(()) => Some(text),
+            Err(e) => {
+                let from = match value {
+                    Str::Etcd(r) => format!(" (from etcd key `{}`)", r.etcd),
+                    Str::Literal(_) => String::new(),
+                };
+                self.err(path, format!("value{from} {e}"));
+                None
+            }
+        }
+    }
+
+    /// JSON parameters: the same rule for every string inside them.
+    fn json_params(&mut self, value: &serde_json::Value, path: &KeyPath) -> bool {
+        match value {
+            serde_json::Value::String(s) => match escape::reject_line_breaks(s) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.err(path, format!("value {e}"));
+                    false
+                }
+            },
+            serde_json::Value::Array(items) => {
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    ok &= self.json_params(item, &path.index(i));
+                }
+                ok
+            }
+            serde_json::Value::Object(map) => {
+                let mut ok = true;
+                for (k, v) in map {
+                    ok &= self.json_params(&serde_json::Value::String(k.clone()), &path.key(k))
+                        && self.json_params(v, &path.key(k));
+                }
+                ok
+            }
+            _ => true,
         }
     }
 
@@ -467,13 +509,7 @@ impl Cx<'_> {
                 continue;
             }
             match self.str(value, &p) {
-                Some(v) => match escape::reject_line_breaks(&v) {
-                    Ok(()) => out.push((key.clone(), v)),
-                    Err(e) => {
-                        self.err(&p, format!("value {e}"));
-                        ok = false;
-                    }
-                },
+                Some(v) => out.push((key.clone(), v)),
                 None => ok = false,
             }
         }
@@ -754,6 +790,13 @@ impl Cx<'_> {
             );
         }
         let timeout = self.timespan(rpc.timeout.as_ref(), &path.key("timeout"));
+        let params_ok = self.json_params(
+            &serde_json::Value::Array(rpc.params.clone()),
+            &path.key("params"),
+        );
+        if !params_ok {
+            return None;
+        }
         Some(RpcCall {
             url: url?,
             wallet,
@@ -931,7 +974,7 @@ impl Cx<'_> {
         for (key, values) in &f.machine_metadata {
             let p = fp.key("machine_metadata").key(key);
             if !is_metadata_word(key) {
-                self.key_err(&p, format!("metadata key `{}` would be silently ignored by fleet; use letters, digits and `_.-`", shown(key)));
+                self.key_err(&p, format!("metadata key `{}` would be silently ignored by fleet; use at most 255 letters, digits and `_.-`", shown(key)));
                 continue;
             }
             if values.as_slice().is_empty() {
@@ -955,7 +998,7 @@ impl Cx<'_> {
                         value: format!("{key}={text}"),
                     });
                 } else {
-                    self.err(&vp, format!("metadata value `{}` would be silently ignored by fleet; use letters, digits and `_.:/-`", shown(&text)));
+                    self.err(&vp, format!("metadata value `{}` would be silently ignored by fleet; use at most 255 letters, digits and `_.:/-`", shown(&text)));
                 }
             }
         }
@@ -1201,12 +1244,14 @@ fn check_volume(spec: &str) -> Result<(), String> {
 /// without a word, so only plain words are allowed.
 fn is_metadata_word(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= 255
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn is_metadata_value(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= 255
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
 }

@@ -18,13 +18,21 @@ fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("unitgen.yaml").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 5, "expected the golden cases under {}", root.display());
+    assert!(
+        cases.len() >= 5,
+        "expected the golden cases under {}",
+        root.display()
+    );
     cases
 }
 
 fn render_case(case: &Path, out: &Path) -> Run {
     let mut cmd = unitgen();
-    cmd.arg("render").arg("-f").arg(case.join("unitgen.yaml")).arg("-o").arg(out);
+    cmd.arg("render")
+        .arg("-f")
+        .arg(case.join("unitgen.yaml"))
+        .arg("-o")
+        .arg(out);
     if case.join("values.yaml").exists() {
         cmd.arg("--values").arg(case.join("values.yaml"));
     }
@@ -39,7 +47,13 @@ fn golden_trees_match() {
         let tmp = world_readable_tempdir();
         let out = tmp.path().join("units");
         let r = render_case(&case, &out);
-        assert_eq!(r.status, 0, "{}: render failed:\n{}", case.display(), r.stderr);
+        assert_eq!(
+            r.status,
+            0,
+            "{}: render failed:\n{}",
+            case.display(),
+            r.stderr
+        );
         let expected_dir = case.join("expected");
         if bless {
             let _ = std::fs::remove_dir_all(&expected_dir);
@@ -90,7 +104,11 @@ fn golden_units_pass_systemd_verify() {
             case.display(),
             stderr
         );
-        assert!(ok || !stderr.is_empty(), "{}: verify failed silently", case.display());
+        assert!(
+            ok || !stderr.is_empty(),
+            "{}: verify failed silently",
+            case.display()
+        );
     }
 }
 
@@ -111,11 +129,20 @@ fn fleet_normalized(text: &str) -> String {
             continue;
         }
         let (k, v) = line.split_once('=').expect("an option line");
-        sections.last_mut().unwrap().1.push(format!("{}={}", k.trim(), v.trim()));
+        sections
+            .last_mut()
+            .unwrap()
+            .1
+            .push(format!("{}={}", k.trim(), v.trim()));
     }
     sections
         .iter()
-        .map(|(name, opts)| format!("[{name}]\n{}", opts.iter().map(|o| format!("{o}\n")).collect::<String>()))
+        .map(|(name, opts)| {
+            format!(
+                "[{name}]\n{}",
+                opts.iter().map(|o| format!("{o}\n")).collect::<String>()
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -130,11 +157,21 @@ fn fleet_units_are_what_fleet_stores() {
             }
             fleet_units += 1;
             let name = rel.display();
-            assert_eq!(fleet_normalized(&text), text, "{name}: not in fleet's stored form");
-            assert!(!text.contains("[Install]"), "{name}: fleet units have no [Install]");
+            assert_eq!(
+                fleet_normalized(&text),
+                text,
+                "{name}: not in fleet's stored form"
+            );
+            assert!(
+                !text.contains("[Install]"),
+                "{name}: fleet units have no [Install]"
+            );
             for line in text.lines() {
                 assert!(line.len() < 2048, "{name}: a line of {} bytes", line.len());
-                assert!(!line.ends_with('\\'), "{name}: continuation lines in a fleet unit");
+                assert!(
+                    !line.ends_with('\\'),
+                    "{name}: continuation lines in a fleet unit"
+                );
             }
             if rel.extension().is_some_and(|e| e == "timer") {
                 let service = rel.file_stem().unwrap().to_str().unwrap().to_owned() + ".service";
@@ -146,7 +183,10 @@ fn fleet_units_are_what_fleet_stores() {
             }
         }
     }
-    assert!(fleet_units >= 4, "the golden cases should include fleet units");
+    assert!(
+        fleet_units >= 4,
+        "the golden cases should include fleet units"
+    );
 }
 
 #[test]
@@ -179,6 +219,11 @@ fn render_is_byte_deterministic() {
         let (a, b) = (world_readable_tempdir(), world_readable_tempdir());
         assert_eq!(render_case(&case, a.path()).status, 0);
         assert_eq!(render_case(&case, b.path()).status, 0);
-        assert_eq!(read_tree(a.path()), read_tree(b.path()), "{}", case.display());
+        assert_eq!(
+            read_tree(a.path()),
+            read_tree(b.path()),
+            "{}",
+            case.display()
+        );
     }
 }

@@ -18,7 +18,11 @@ pub struct Run {
 }
 
 pub fn run(cmd: &mut Command) -> Run {
-    let Output { status, stdout, stderr } = cmd.output().expect("run unitgen");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run unitgen");
     Run {
         status: status.code().expect("exit status"),
         stdout: String::from_utf8(stdout).expect("utf-8 stdout"),
@@ -28,7 +32,10 @@ pub fn run(cmd: &mut Command) -> Run {
 
 /// A temp folder that uid 65534 can read (systemd --test refuses root).
 pub fn world_readable_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("unitgen-test").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("unitgen-test")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -44,7 +51,9 @@ pub fn write(path: &Path, text: &str) {
 pub fn read_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
@@ -75,7 +84,9 @@ fn write_stubs(dir: &Path, stubs: &Path) {
     std::fs::set_permissions(stubs, std::fs::Permissions::from_mode(0o755)).unwrap();
     for text in read_tree(dir).values() {
         for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             if !["After", "Requires", "OnFailure", "MachineOf", "Wants"].contains(&key) {
                 continue;
             }
@@ -118,7 +129,10 @@ pub fn systemd_verify(dir: &Path) -> (bool, String) {
         .env("SYSTEMD_UNIT_PATH", format!("{}:", stubs.path().display()))
         .output()
         .expect("run systemd-analyze");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// What systemd's own parser made of each unit loaded through `unit`:
@@ -128,14 +142,26 @@ pub fn systemd_dump(dir: &Path, unit: &str) -> BTreeMap<String, ParsedUnit> {
     let stubs = world_readable_tempdir();
     write_stubs(dir, stubs.path());
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/lib/systemd/systemd"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/lib/systemd/systemd",
+        ])
         .args(["--test", "--system", "--no-pager", "--log-target=console"])
         .arg(format!("--unit={unit}"))
-        .env("SYSTEMD_UNIT_PATH", format!("{}:{}:", dir.display(), stubs.path().display()))
+        .env(
+            "SYSTEMD_UNIT_PATH",
+            format!("{}:{}:", dir.display(), stubs.path().display()),
+        )
         .output()
         .expect("run systemd --test");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "systemd --test failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "systemd --test failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_dump(&text)
 }
 
@@ -152,23 +178,32 @@ fn parse_dump(text: &str) -> BTreeMap<String, ParsedUnit> {
     let mut current: Option<(String, ParsedUnit)> = None;
     let mut setting = String::new();
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix("\t-> Unit ").and_then(|l| l.strip_suffix(':')) {
+        if let Some(name) = line
+            .strip_prefix("\t-> Unit ")
+            .and_then(|l| l.strip_suffix(':'))
+        {
             if let Some((n, u)) = current.take() {
                 units.insert(n, u);
             }
             current = Some((name.to_owned(), ParsedUnit::default()));
             continue;
         }
-        let Some((_, unit)) = current.as_mut() else { continue };
+        let Some((_, unit)) = current.as_mut() else {
+            continue;
+        };
         let trimmed = line.trim_start_matches('\t');
         if let Some(d) = trimmed.strip_prefix("Description: ") {
             if unit.description.is_empty() {
                 unit.description = d.to_owned();
             }
-        } else if let Some(s) = trimmed.strip_prefix("-> ").and_then(|l| l.strip_suffix(':')) {
+        } else if let Some(s) = trimmed
+            .strip_prefix("-> ")
+            .and_then(|l| l.strip_suffix(':'))
+        {
             setting = s.to_owned();
         } else if let Some(cmd) = trimmed.strip_prefix("Command Line: ") {
-            unit.commands.push((setting.clone(), split_command_line(cmd)));
+            unit.commands
+                .push((setting.clone(), split_command_line(cmd)));
         } else if let Some(env) = trimmed.strip_prefix("Environment: ") {
             unit.environment.push(env.to_owned());
         }
@@ -236,7 +271,9 @@ fn split_command_line(line: &str) -> Vec<String> {
                         bytes.push(v as u8);
                     }
                     'x' => {
-                        let hex: String = [chars.next().unwrap(), chars.next().unwrap()].iter().collect();
+                        let hex: String = [chars.next().unwrap(), chars.next().unwrap()]
+                            .iter()
+                            .collect();
                         bytes.push(u8::from_str_radix(&hex, 16).unwrap());
                     }
                     other => {
@@ -250,7 +287,9 @@ fn split_command_line(line: &str) -> Vec<String> {
                 }
             }
         }
-        words.push(expand_dollars(&String::from_utf8(bytes).expect("utf-8 argv")));
+        words.push(expand_dollars(
+            &String::from_utf8(bytes).expect("utf-8 argv"),
+        ));
     }
     words
 }

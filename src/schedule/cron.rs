@@ -1,0 +1,443 @@
+//! Converting crontab(5) schedules to systemd `OnCalendar=` expressions.
+//!
+//! Semantics are Vixie cron's (the cron of Debian and most Linux systems):
+//!
+//! * five fields: minute, hour, day of month, month, day of week;
+//! * each a comma list of `*`, `N` or `N-M`, the last two with an optional
+//!   `/STEP` (`*/15`, `1-30/7`); months and weekdays may also be given by
+//!   their 3-letter English names, case-insensitively;
+//! * day of week 0 and 7 are both Sunday;
+//! * if neither the day-of-month nor the day-of-week field starts with `*`,
+//!   a day matches when EITHER matches (`0 0 1 * mon` runs on the 1st and
+//!   on every Monday). systemd ANDs all fields, so that takes two
+//!   `OnCalendar=` lines. If one of them starts with `*` (even `*/2`), both
+//!   must match, as in systemd;
+//! * `@yearly`/`@annually`, `@monthly`, `@weekly` (Sunday 00:00),
+//!   `@daily`/`@midnight`, `@hourly`.
+//!
+//! Deliberate differences: `@reboot` is an error (it is not a calendar
+//! event; systemd's `OnBootSec=` is the equivalent); backwards ranges like
+//! `10-5` and `N/STEP` without a range are errors instead of silently
+//! matching nothing or being misread; schedules that can never fire (`0 0 30
+//! 2 *`) are errors. Vixie cron's special handling of jobs inside DST
+//! changes is not reproduced: the timer follows systemd's rules there.
+
+use std::fmt;
+
+use super::calendar::CalendarSpec;
+
+/// A cron schedule that cannot be converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronError {
+    line: String,
+    reason: String,
+}
+
+impl CronError {
+    fn new(line: &str, reason: impl Into<String>) -> Self {
+        CronError {
+            line: line.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The short human reason, without the cron line.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for CronError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid cron schedule `{}`: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for CronError {}
+
+const MONTH_NAMES: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const DOW_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+/// systemd weekday names, indexed by cron's day of week (0 = Sunday).
+const SYSTEMD_DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+/// The most days each month can have (February: in leap years).
+const MONTH_DAYS: [u8; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/// The five cron fields, in order.
+#[derive(Debug, Clone, Copy)]
+enum FieldKind {
+    Minute,
+    Hour,
+    DayOfMonth,
+    Month,
+    DayOfWeek,
+}
+
+impl FieldKind {
+    const ALL: [FieldKind; 5] = [
+        FieldKind::Minute,
+        FieldKind::Hour,
+        FieldKind::DayOfMonth,
+        FieldKind::Month,
+        FieldKind::DayOfWeek,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            FieldKind::Minute => "minute",
+            FieldKind::Hour => "hour",
+            FieldKind::DayOfMonth => "day of month",
+            FieldKind::Month => "month",
+            FieldKind::DayOfWeek => "day of week",
+        }
+    }
+
+    /// Allowed values (7 is accepted as Sunday in the day of week).
+    fn range(self) -> (u8, u8) {
+        match self {
+            FieldKind::Minute => (0, 59),
+            FieldKind::Hour => (0, 23),
+            FieldKind::DayOfMonth => (1, 31),
+            FieldKind::Month => (1, 12),
+            FieldKind::DayOfWeek => (0, 7),
+        }
+    }
+
+    /// Names accepted instead of numbers, and the value of the first one.
+    fn names(self) -> Option<(&'static [&'static str], u8)> {
+        match self {
+            FieldKind::Month => Some((&MONTH_NAMES, 1)),
+            FieldKind::DayOfWeek => Some((&DOW_NAMES, 0)),
+            _ => None,
+        }
+    }
+}
+
+/// One parsed field: the set of matching values.
+#[derive(Debug, Clone)]
+struct Field {
+    /// Bit `n` set = value `n` matches.
+    bits: u64,
+    /// The field starts with `*`; decides between AND and OR of the two
+    /// day fields, exactly like Vixie cron's `DOM_STAR`/`DOW_STAR` flags.
+    star: bool,
+}
+
+impl Field {
+    fn values(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..64u8).filter(|v| self.bits & (1 << v) != 0)
+    }
+
+    fn contains(&self, v: u8) -> bool {
+        self.bits & (1 << v) != 0
+    }
+
+    fn is_full(&self, (lo, hi): (u8, u8)) -> bool {
+        (lo..=hi).all(|v| self.contains(v))
+    }
+}
+
+/// Converts a 5-field cron schedule or an `@` shorthand to one or two
+/// `OnCalendar=` expressions (in systemd's normalized form) whose union
+/// fires exactly when cron would.
+pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
+    let err = |reason: String| CronError::new(line, reason);
+    let trimmed = line.trim();
+    let schedule = match trimmed.strip_prefix('@') {
+        Some(name) => expand_shorthand(name).map_err(err)?,
+        None => trimmed,
+    };
+    let words: Vec<&str> = schedule.split_whitespace().collect();
+    if words.len() != 5 {
+        let hint = if words.len() > 5 {
+            " (give only the schedule, not the command)"
+        } else {
+            ""
+        };
+        return Err(err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week), got {}{hint}",
+            words.len()
+        )));
+    }
+    let mut fields = Vec::with_capacity(5);
+    for (kind, text) in FieldKind::ALL.into_iter().zip(&words) {
+        fields.push(parse_field(kind, text).map_err(err)?);
+    }
+    let [minute, hour, dom, month, mut dow] = <[Field; 5]>::try_from(fields)
+        .map_err(|_| err("internal error: wrong number of fields".into()))?;
+    // 7 is another name for Sunday.
+    if dow.contains(7) {
+        dow.bits = (dow.bits | 1) & !(1 << 7);
+    }
+
+    let time = format!(
+        "{}:{}:00",
+        format_values(&hour, FieldKind::Hour.range()),
+        format_values(&minute, FieldKind::Minute.range())
+    );
+    let months = format_values(&month, FieldKind::Month.range());
+    let dom_all = dom.is_full(FieldKind::DayOfMonth.range());
+    let dow_all = dow.is_full((0, 6));
+    let days = format_values(&dom, FieldKind::DayOfMonth.range());
+    let weekdays = dow
+        .values()
+        .map(|d| SYSTEMD_DAYS[d as usize])
+        .collect::<Vec<_>>()
+        .join(",");
+    let possible = dom_possible(&dom, &month);
+
+    let exprs = if dom.star || dow.star {
+        // Both day fields must match: one expression, as in systemd.
+        if !possible {
+            return Err(err(impossible_reason(&dom, &month)));
+        }
+        let weekdays = if dow_all {
+            String::new()
+        } else {
+            format!("{weekdays} ")
+        };
+        vec![format!("{weekdays}*-{months}-{days} {time}")]
+    } else if dom_all || dow_all {
+        // Either field matches every day, so every day matches.
+        vec![format!("*-{months}-* {time}")]
+    } else if !possible {
+        // The day-of-month half can never fire (`30 2 mon`): only the
+        // weekday half is left.
+        vec![format!("{weekdays} *-{months}-* {time}")]
+    } else {
+        // Either day field may match: cron ORs them, systemd ANDs
+        // everything, hence one expression per day field.
+        vec![
+            format!("{weekdays} *-{months}-* {time}"),
+            format!("*-{months}-{days} {time}"),
+        ]
+    };
+    exprs
+        .iter()
+        .map(|e| {
+            CalendarSpec::parse(e)
+                .map(|spec| spec.normalized())
+                .map_err(|e| {
+                    err(format!(
+                        "internal error: produced an invalid expression: {e}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The `@` shorthands of Vixie cron.
+fn expand_shorthand(name: &str) -> Result<&'static str, String> {
+    match name.to_ascii_lowercase().as_str() {
+        "yearly" | "annually" => Ok("0 0 1 1 *"),
+        "monthly" => Ok("0 0 1 * *"),
+        "weekly" => Ok("0 0 * * 0"),
+        "daily" | "midnight" => Ok("0 0 * * *"),
+        "hourly" => Ok("0 * * * *"),
+        "reboot" => Err(
+            "`@reboot` runs once at boot, which is not a calendar event; \
+             use `OnBootSec=` in the timer instead (e.g. `OnBootSec=1min`)"
+                .to_string(),
+        ),
+        _ => Err(format!(
+            "unknown shorthand `@{name}` (known: @yearly, @annually, @monthly, @weekly, \
+             @daily, @midnight, @hourly, @reboot)"
+        )),
+    }
+}
+
+fn parse_field(kind: FieldKind, text: &str) -> Result<Field, String> {
+    let mut bits = 0u64;
+    for item in text.split(',') {
+        bits |= parse_item(kind, item)?;
+    }
+    Ok(Field {
+        bits,
+        star: text.starts_with('*'),
+    })
+}
+
+/// One list item: `*`, `N`, `N-M`, `*/S` or `N-M/S`.
+fn parse_item(kind: FieldKind, item: &str) -> Result<u64, String> {
+    let field = kind.name();
+    let (lo, hi) = kind.range();
+    let (range, step) = match item.split_once('/') {
+        Some((range, step)) => {
+            let step: u8 = step
+                .parse()
+                .map_err(|_| format!("invalid step `{step}` in the {field} field"))?;
+            if step == 0 {
+                return Err(format!(
+                    "step must not be zero in the {field} field (`{item}`)"
+                ));
+            }
+            (range, Some(step))
+        }
+        None => (item, None),
+    };
+    let (first, last) = if range == "*" {
+        (
+            lo,
+            if matches!(kind, FieldKind::DayOfWeek) {
+                6
+            } else {
+                hi
+            },
+        )
+    } else if let Some((a, b)) = range.split_once('-') {
+        let (a, b) = (parse_value(kind, a)?, parse_value(kind, b)?);
+        if a > b {
+            return Err(format!(
+                "range `{range}` in the {field} field goes backwards (cron ranges cannot wrap)"
+            ));
+        }
+        (a, b)
+    } else {
+        let v = parse_value(kind, range)?;
+        if step.is_some() {
+            // Vixie cron rejects `5/10`; other crons read it as `5-MAX/10`.
+            return Err(format!(
+                "`{item}` in the {field} field: a step needs a range or `*` (e.g. `{range}-{hi}/{}`)",
+                step.unwrap_or(1)
+            ));
+        }
+        (v, v)
+    };
+    let step = step.unwrap_or(1) as usize;
+    Ok((first..=last)
+        .step_by(step)
+        .fold(0, |bits, v| bits | 1 << v))
+}
+
+fn parse_value(kind: FieldKind, text: &str) -> Result<u8, String> {
+    let field = kind.name();
+    let (lo, hi) = kind.range();
+    if let Some((names, first)) = kind.names() {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+            return Ok(first + i as u8);
+        }
+    }
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        let names = match kind.names() {
+            Some((names, _)) => format!(" or one of {}", names.join(",")),
+            None => String::new(),
+        };
+        return Err(format!(
+            "invalid {field} `{text}` (expected a number {lo}-{hi}{names})"
+        ));
+    }
+    text.parse::<u8>()
+        .ok()
+        .filter(|v| (lo..=hi).contains(v))
+        .ok_or_else(|| format!("{field} `{text}` is out of range {lo}-{hi}"))
+}
+
+/// Can any selected day of month occur in any selected month?
+fn dom_possible(dom: &Field, month: &Field) -> bool {
+    month
+        .values()
+        .any(|m| dom.values().any(|d| d <= MONTH_DAYS[m as usize - 1]))
+}
+
+fn impossible_reason(dom: &Field, month: &Field) -> String {
+    let days: Vec<String> = dom.values().map(|d| d.to_string()).collect();
+    let months: Vec<String> = month
+        .values()
+        .map(|m| MONTH_NAMES[m as usize - 1].to_string())
+        .collect();
+    format!(
+        "this schedule never fires: day {} does not exist in {}",
+        days.join(","),
+        months.join(",")
+    )
+}
+
+/// A set of values as a systemd field: `*` when complete, otherwise a list
+/// where every run of 3+ equally spaced values becomes `a..b/step` (`a..b`
+/// for step 1).
+fn format_values(field: &Field, (lo, hi): (u8, u8)) -> String {
+    let values: Vec<u8> = field.values().filter(|v| (lo..=hi).contains(v)).collect();
+    if values.len() == usize::from(hi - lo) + 1 {
+        return "*".to_string();
+    }
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < values.len() {
+        let a = values[i];
+        if i + 2 < values.len() {
+            let step = values[i + 1] - a;
+            let mut j = i + 1;
+            while j + 1 < values.len() && values[j + 1] - values[j] == step {
+                j += 1;
+            }
+            if j - i >= 2 {
+                let b = values[j];
+                // Always with an explicit end: systemd 252 mishandles an
+                // open-ended repetition that overflows into the next larger
+                // unit when that also rolls over the unit above it
+                // (`*:0/7` skips 00:00 every midnight, `*-*-1/7` skips
+                // January 1st), but with an end it moves on cleanly.
+                items.push(match step {
+                    1 => format!("{a}..{b}"),
+                    _ => format!("{a}..{b}/{step}"),
+                });
+                i = j + 1;
+                continue;
+            }
+        }
+        items.push(a.to_string());
+        i += 1;
+    }
+    items.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(line: &str) -> Vec<String> {
+        cron_to_on_calendar(line).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn converts_common_schedules() {
+        assert_eq!(conv("*/15 * * * *"), ["*-*-* *:00..45/15:00"]);
+        assert_eq!(conv("30 2 * * 1-5"), ["Mon..Fri *-*-* 02:30:00"]);
+        assert_eq!(conv("@weekly"), ["Sun *-*-* 00:00:00"]);
+        assert_eq!(conv("0 0 * * 7"), ["Sun *-*-* 00:00:00"]);
+        assert_eq!(conv("1-30/7 * * * *"), ["*-*-* *:01..29/7:00"]);
+        assert_eq!(conv("0 9 * JAN,jul mon"), ["Mon *-01,07-* 09:00:00"]);
+    }
+
+    #[test]
+    fn ors_the_day_fields() {
+        assert_eq!(
+            conv("0 0 1 * mon"),
+            ["Mon *-*-* 00:00:00", "*-*-01 00:00:00"]
+        );
+        // A `*` start means AND, even with a step.
+        assert_eq!(conv("0 0 */2 * mon"), ["Mon *-*-01..31/2 00:00:00"]);
+        // Feb 30 never happens; only the Mondays of February remain.
+        assert_eq!(conv("0 0 30 2 mon"), ["Mon *-02-* 00:00:00"]);
+    }
+
+    #[test]
+    fn rejects_clearly() {
+        let e = cron_to_on_calendar("@reboot").unwrap_err();
+        assert!(e.reason().contains("OnBootSec="), "{e}");
+        let e = cron_to_on_calendar("0 0 30 2 *").unwrap_err();
+        assert!(e.reason().contains("never fires"), "{e}");
+        let e = cron_to_on_calendar("0 0 31 4,6 *").unwrap_err();
+        assert!(e.reason().contains("never fires"), "{e}");
+        for bad in [
+            "60 * * * *",
+            "* * * *",
+            "5/10 * * * *",
+            "* * * foo *",
+            "10-5 * * * *",
+        ] {
+            assert!(cron_to_on_calendar(bad).is_err(), "{bad}");
+        }
+    }
+}

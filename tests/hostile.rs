@@ -1,0 +1,341 @@
+//! Injection-proof output: a hostile value in any field that reaches a unit
+//! is either rejected with a clear error naming its key path, or comes out
+//! of systemd's own parser (`systemd --test`) exactly as written.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+
+fn values() -> Vec<(&'static str, String)> {
+    let fixed: &[(&str, &str)] = &[
+        ("lf", "a\nb"),
+        ("cr", "a\rb"),
+        ("nul", "a\0b"),
+        ("percent", "100%"),
+        ("double-percent", "%%"),
+        ("specifier", "%n-%H"),
+        ("dollar", "$HOME"),
+        ("double-dollar", "$$"),
+        ("brace", "${PATH}x"),
+        ("dquote", "say \"hi\""),
+        ("squote", "'"),
+        ("both-quotes", "it's \"x\""),
+        ("trailing-backslash", "trail\\"),
+        ("backslash-n", "a\\nb"),
+        ("semicolon", ";"),
+        ("semicolon-in", "a;b"),
+        ("tab", "a\tb"),
+        ("spaces", "  two  spaces  "),
+        ("section", "[Service]"),
+        ("directive", "x ExecStart=/bin/evil"),
+        ("comment", "#not a comment"),
+        ("unicode", "ünïcødé ✓"),
+        ("dash", "--privileged"),
+        ("empty", ""),
+    ];
+    let mut v: Vec<_> = fixed.iter().map(|(n, s)| (*n, s.to_string())).collect();
+    v.push(("huge", huge()));
+    v
+}
+
+/// A 10,000-byte value.
+fn huge() -> String {
+    "x".repeat(10_000)
+}
+
+/// Where a value goes, and how to read it back from systemd's parse.
+struct Field {
+    name: &'static str,
+    /// The key path the error must name (`{job}` is the job name).
+    path: &'static str,
+    /// The job's YAML, `V` standing for the JSON-quoted value.
+    job: &'static str,
+    target: &'static str,
+    /// How the value is embedded in the field (a volume needs `HOST:INSIDE`).
+    wrap: fn(&str) -> String,
+    read: fn(&ParsedUnit) -> Option<String>,
+}
+
+fn same(v: &str) -> String {
+    v.to_owned()
+}
+
+fn argv(u: &ParsedUnit) -> &[String] {
+    &u.commands
+        .iter()
+        .find(|(s, _)| s == "ExecStart")
+        .expect("ExecStart")
+        .1
+}
+
+fn after(u: &ParsedUnit, flag: &str) -> Option<String> {
+    let a = argv(u);
+    a.iter().position(|w| w == flag).map(|i| a[i + 1].clone())
+}
+
+fn step(u: &ParsedUnit) -> serde_json::Value {
+    serde_json::from_str(&after(u, "--step").expect("--step")).expect("step JSON")
+}
+
+const IMAGE: &str = "image: registry.example.com/runner:1";
+
+fn fields() -> Vec<Field> {
+    vec![
+        Field {
+            name: "description",
+            path: "jobs.{job}.description",
+            job: "description: V\n    command: [/usr/bin/true]",
+            target: "systemd",
+            wrap: same,
+            read: |u| Some(u.description.clone()),
+        },
+        Field {
+            name: "host-arg",
+            path: "jobs.{job}.command[1]",
+            job: "command: [/usr/bin/true, V]",
+            target: "systemd",
+            wrap: same,
+            read: |u| argv(u).get(1).cloned(),
+        },
+        Field {
+            name: "host-env",
+            path: "jobs.{job}.environment.HOSTILE",
+            job: "environment: { HOSTILE: V }\n    command: [/usr/bin/true]",
+            target: "systemd",
+            wrap: same,
+            read: |u| {
+                u.environment
+                    .iter()
+                    .find_map(|e| e.strip_prefix("HOSTILE=").map(str::to_owned))
+            },
+        },
+        Field {
+            name: "container-env",
+            path: "jobs.{job}.environment.HOSTILE",
+            job: "environment: { HOSTILE: V }\n    container: { IMAGE, command: [/bin/x] }",
+            target: "systemd",
+            wrap: same,
+            read: |u| after(u, "--env").and_then(|e| e.strip_prefix("HOSTILE=").map(str::to_owned)),
+        },
+        Field {
+            name: "container-arg",
+            path: "jobs.{job}.container.command[1]",
+            job: "container: { IMAGE, command: [/bin/x, V] }",
+            target: "systemd",
+            wrap: same,
+            read: |u| argv(u).last().cloned(),
+        },
+        Field {
+            name: "volume",
+            path: "jobs.{job}.container.volumes[0]",
+            job: "container: { IMAGE, volumes: [V], command: [/bin/x] }",
+            target: "systemd",
+            wrap: |v| format!("/srv/{v}:/data"),
+            read: |u| after(u, "--volume"),
+        },
+        Field {
+            name: "image",
+            path: "jobs.{job}.container.image",
+            job: "container: { image: V, command: [/bin/x] }",
+            target: "systemd",
+            wrap: same,
+            read: |u| argv(u).get(argv(u).len() - 2).cloned(),
+        },
+        Field {
+            name: "rpc-param",
+            path: "jobs.{job}.steps[0].rpc.params[0]",
+            job: "container: { IMAGE }\n    steps: [ { rpc: { url: http://x/, method: backupwallet, params: [V] } } ]",
+            target: "systemd",
+            wrap: same,
+            read: |u| step(u)["rpc"]["params"][0].as_str().map(str::to_owned),
+        },
+        Field {
+            name: "rpc-wallet",
+            path: "jobs.{job}.steps[0].rpc.wallet",
+            job: "container: { IMAGE }\n    steps: [ { rpc: { url: http://x/, method: backupwallet, wallet: V } } ]",
+            target: "systemd",
+            wrap: same,
+            read: |u| step(u)["rpc"]["wallet"].as_str().map(str::to_owned),
+        },
+        Field {
+            name: "snapshot-tag",
+            path: "jobs.{job}.steps[0].ebs_snapshot.tags.t",
+            job: "container: { IMAGE }\n    steps: [ { ebs_snapshot: { volume_id: vol-0123456789abcdef0, region: us-east-1, credentials: default_chain, tags: { t: V } } } ]",
+            target: "systemd",
+            wrap: same,
+            read: |u| {
+                step(u)["ebs_snapshot"]["tags"]["t"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        Field {
+            name: "metadata",
+            path: "jobs.{job}.fleet.machine_metadata.k",
+            job: "fleet: { machine_metadata: { k: V } }\n    container: { IMAGE, command: [/bin/x] }",
+            target: "fleet",
+            wrap: same,
+            read: |_| None,
+        },
+        Field {
+            name: "after",
+            path: "jobs.{job}.after[0]",
+            job: "after: [V]\n    command: [/usr/bin/true]",
+            target: "systemd",
+            wrap: same,
+            read: |_| None,
+        },
+    ]
+}
+
+fn spec(jobs: &[(String, String, &str)]) -> String {
+    let mut s = String::from("version: 1\njobs:\n");
+    for (name, body, target) in jobs {
+        s.push_str(&format!(
+            "  {name}:\n    schedule: daily\n    target: {target}\n    {body}\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn hostile_values_are_rejected_or_survive_systemd_parsing() {
+    let tmp = world_readable_tempdir();
+    let mut accepted: Vec<(String, String, &str)> = Vec::new();
+    let mut expect: BTreeMap<String, (&Field, String)> = BTreeMap::new();
+    let fields = fields();
+    for field in &fields {
+        for (vname, raw) in values() {
+            let job = format!("{}-{vname}", field.name);
+            let value = (field.wrap)(&raw);
+            let quoted = serde_json::to_string(&value).unwrap();
+            let body = field.job.replace("IMAGE", IMAGE).replace('V', &quoted);
+            // `V` only appears as the placeholder in these templates.
+            let one = [(job.clone(), body.clone(), field.target)];
+            let path = tmp.path().join(format!("{job}.yaml"));
+            write(&path, &spec(&one));
+            let r = run(unitgen().arg("validate").arg("-f").arg(&path));
+            match r.status {
+                0 => {
+                    assert!(
+                        !["lf", "cr", "nul"].contains(&vname),
+                        "{job}: a line break or NUL was accepted"
+                    );
+                    accepted.push(one.into_iter().next().unwrap());
+                    expect.insert(job, (field, value));
+                }
+                2 => {
+                    let want = field.path.replace("{job}", &job);
+                    assert!(
+                        r.stderr.lines().all(|l| l.starts_with("error: "))
+                            && r.stderr.contains(&want),
+                        "{job}: the error should name `{want}`:\n{}",
+                        r.stderr
+                    );
+                    assert!(
+                        r.stderr.len() < 2000,
+                        "{job}: error too long to read:\n{}",
+                        r.stderr
+                    );
+                }
+                other => panic!("{job}: exit {other}\n{}", r.stderr),
+            }
+        }
+    }
+    assert!(
+        accepted.len() > 60,
+        "too few hostile values were accepted to prove anything"
+    );
+
+    // One render of every accepted value, parsed once by systemd.
+    let spec_path = tmp.path().join("all.yaml");
+    write(&spec_path, &spec(&accepted));
+    let out = tmp.path().join("units");
+    let r = run(unitgen()
+        .arg("render")
+        .arg("-f")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let mut wants = String::from("[Unit]\nDescription=all hostile units\n");
+    for (job, _, _) in &accepted {
+        wants.push_str(&format!("Wants={job}.service {job}.timer\n"));
+    }
+    write(&out.join("hostile-all.target"), &wants);
+    let parsed = systemd_dump(&out, "hostile-all.target");
+
+    let mut checked = 0;
+    for (job, (field, value)) in &expect {
+        let unit = parsed
+            .get(&format!("{job}.service"))
+            .unwrap_or_else(|| panic!("systemd did not load {job}.service"));
+        assert!(
+            unit.commands.iter().any(|(s, _)| s == "ExecStart"),
+            "{job}: no ExecStart"
+        );
+        if let Some(got) = (field.read)(unit) {
+            assert_eq!(
+                &got, value,
+                "{job}: systemd parsed something else than the spec's value"
+            );
+            checked += 1;
+        }
+        let timer = parsed.get(&format!("{job}.timer"));
+        assert!(timer.is_some(), "systemd did not load {job}.timer");
+    }
+    assert!(
+        checked > 50,
+        "only {checked} values were compared with systemd's parse"
+    );
+}
+
+#[test]
+fn line_breaks_are_rejected_with_their_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (value, what) in [
+        ("a\nb", "line feed"),
+        ("a\rb", "carriage return"),
+        ("a\0b", "NUL"),
+    ] {
+        let path = tmp.path().join("s.yaml");
+        let quoted = serde_json::to_string(value).unwrap();
+        write(
+            &path,
+            &format!(
+                "version: 1\njobs:\n  j:\n    schedule: daily\n    command: [/usr/bin/true, {quoted}]\n"
+            ),
+        );
+        let r = run(unitgen().arg("validate").arg("-f").arg(&path));
+        assert_eq!(r.status, 2);
+        assert!(r.stderr.contains(what), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn huge_values_are_fine_on_systemd_but_refused_for_fleet() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (target, status) in [("systemd", 0), ("fleet", 2)] {
+        let path = tmp.path().join("s.yaml");
+        write(
+            &path,
+            &format!(
+                "version: 1\njobs:\n  j:\n    schedule: daily\n    target: {target}\n    command: [/usr/bin/true, {}]\n",
+                huge()
+            ),
+        );
+        let r = run(unitgen().arg("validate").arg("-f").arg(&path));
+        assert_eq!(r.status, status, "{target}: {}", r.stderr);
+        if status == 2 {
+            assert_eq!(
+                r.stderr.trim_end(),
+                format!(
+                    "error: {}:3:3: jobs.j: line 6 of j.service would be 10024 bytes, but fleet rejects lines of 2048 bytes or more; shorten the values on it, or use `target: systemd`",
+                    path.display()
+                )
+            );
+        }
+    }
+}
