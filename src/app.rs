@@ -13,6 +13,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Render(args) => render(&args),
         Command::Validate(args) => validate(&args),
+        Command::Schedule(args) => return schedule(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -53,6 +54,31 @@ fn report(e: &Error) {
         }
         other => {
             let _ = writeln!(err, "error: {other}");
+        }
+    }
+}
+
+/// Exit 0 when every expression is valid, 2 when any is not (invalid
+/// input, like an invalid spec).
+fn schedule(cmd: crate::cli::ScheduleCmd) -> i32 {
+    let args = crate::schedule::report::ScheduleArgs {
+        exprs: cmd.exprs,
+        cron: cmd.cron,
+        iterations: cmd.iterations,
+        base_time: cmd.base_time,
+        json: cmd.json,
+    };
+    let mut out = std::io::stdout().lock();
+    match crate::schedule::report::run(&args, &mut out) {
+        Ok(true) => 0,
+        Ok(false) => 2,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: stdout: {e}");
+            1
         }
     }
 }

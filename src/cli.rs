@@ -46,6 +46,14 @@ Examples:
   unitgen validate
   unitgen validate -f ops/unitgen.yaml --values ci-values.yaml")]
     Validate(SpecArgs),
+    /// Show the OnCalendar form of schedules and when they fire next
+    #[command(after_help = "\
+Examples:
+  unitgen schedule '*-*-* 00:15:00'
+  unitgen schedule -n 5 'Mon..Fri 02:30' 'Sat 04:00 Europe/Berlin'
+  unitgen schedule --cron '15 0 * * *' '@weekly' '0 0 1,15 * mon'
+  unitgen schedule --json --base-time 2024-01-15T00:00:00Z daily")]
+    Schedule(ScheduleCmd),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -69,6 +77,30 @@ Examples:
   # then, first line of unitgen.yaml for yaml-language-server:
   # yaml-language-server: $schema=./unitgen.schema.json")]
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleCmd {
+    /// Calendar expressions (systemd.time(7)), or cron lines with --cron
+    #[arg(required = true, value_name = "EXPR")]
+    pub exprs: Vec<String>,
+    /// Read each EXPR as a 5-field cron line or an @daily-style shorthand
+    #[arg(long)]
+    pub cron: bool,
+    /// How many elapse times to show
+    #[arg(
+        short = 'n',
+        long = "iterations",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub iterations: usize,
+    /// Compute from this time instead of now (RFC 3339, or `YYYY-MM-DD HH:MM:SS [ZONE]`)
+    #[arg(long, value_name = "TIME")]
+    pub base_time: Option<String>,
+    /// One JSON object per expression, one per line
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -107,4 +139,13 @@ pub struct RenderArgs {
     /// End printed paths with NUL instead of newline (for `xargs -0`)
     #[arg(long)]
     pub print0: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

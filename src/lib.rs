@@ -14,6 +14,7 @@ pub mod model;
 pub mod output;
 pub mod render;
 pub mod resolve;
+pub mod schedule;
 pub mod source;
 pub mod spec;
 pub mod timespan;
@@ -30,8 +31,28 @@ use source::{KeyPath, Source};
 /// problem is reported at once, and nothing is touched on disk.
 pub fn render_spec(spec_path: &Path, values: &Values) -> Result<Vec<UnitFile>, Error> {
     let src = Source::read(spec_path)?;
-    let spec: spec::Spec = src.decode().map_err(Error::Invalid)?;
-    let model = validate::validate(&spec, &src, values).map_err(Error::Invalid)?;
+    let decoded = src.decode::<spec::Spec>();
+    let mut problems = decoded.problems.clone();
+    // Validate whatever could be decoded, so that one wrong type does not
+    // hide, say, a name collision elsewhere in the spec.
+    let model = match &decoded.value {
+        Some(spec) => match validate::validate(spec, &src, values) {
+            Ok(model) => Some(model),
+            Err(found) => {
+                problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
+                None
+            }
+        },
+        None => None,
+    };
+    let model = match model {
+        Some(model) if problems.is_empty() => model,
+        _ => {
+            // In file order, as an editor lists them.
+            problems.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.col)));
+            return Err(Error::Invalid(problems));
+        }
+    };
     let files = Renderer::new().render(&model)?;
 
     let fleet_jobs: std::collections::HashSet<&str> = model

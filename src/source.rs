@@ -66,6 +66,38 @@ impl fmt::Display for KeyPath {
     }
 }
 
+/// The result of decoding: the value, if one could be decoded once the
+/// offending keys were removed, and the problems found on the way.
+pub struct Decoded<T> {
+    pub value: Option<T>,
+    pub problems: Vec<Problem>,
+    removed: Vec<String>,
+}
+
+impl<T> Decoded<T> {
+    /// Whether a later problem at `path` may be a consequence of a removed
+    /// key: it is in the struct that held the key (a cross-field check such
+    /// as "a user needs a password"), or a job-level (or deeper) ancestor
+    /// that now misses it. A real problem hidden this way shows up on the
+    /// next run, once the first is fixed.
+    pub fn affected(&self, path: &str) -> bool {
+        let within = |inner: &str, outer: &str| {
+            inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let shallow = !path.contains('.') && !path.contains('[');
+        self.removed.iter().any(|r| {
+            let holder = r.rfind(['.', '[']).map_or(r.as_str(), |i| &r[..i]);
+            let holder_is_deep = holder.contains('.');
+            (holder_is_deep && within(path, holder))
+                || within(path, r)
+                || (!shallow && within(r, path))
+        })
+    }
+}
+
 /// A 1-based line and column in the spec file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -144,25 +176,44 @@ impl Source {
     /// Parses and strictly decodes the whole file into `T`, collecting every
     /// problem: after each decoding error the offending key is removed and
     /// decoding runs again, so one mistake does not hide the next.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
+    pub fn decode<T: DeserializeOwned>(&self) -> Decoded<T> {
+        let mut removed = Vec::new();
+        let (value, problems) = match self.decode_inner(&mut removed) {
+            Ok(v) => (Some(v), Vec::new()),
+            Err((v, p)) => (v, p),
+        };
+        Decoded {
+            value,
+            problems,
+            removed: removed.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn decode_inner<T: DeserializeOwned>(
+        &self,
+        removed: &mut Vec<KeyPath>,
+    ) -> Result<T, (Option<T>, Vec<Problem>)> {
         let mut value: Value = match serde_yaml::from_str(&self.text) {
             Ok(Value::Null) => {
-                return Err(vec![self.problem(
+                return Err((
                     None,
-                    &KeyPath::root(),
-                    "the spec is empty; start with `version: 1` and a `jobs:` map",
-                )]);
+                    vec![self.problem(
+                        None,
+                        &KeyPath::root(),
+                        "the spec is empty; start with `version: 1` and a `jobs:` map",
+                    )],
+                ));
             }
             Ok(v) => v,
-            Err(e) => return Err(vec![self.yaml_syntax_problem(&e)]),
+            Err(e) => return Err((None, vec![self.yaml_syntax_problem(&e)])),
         };
         let mut problems = Vec::new();
-        let mut removed: Vec<KeyPath> = Vec::new();
         // Each round removes one node, so this ends; the bound is a backstop.
         for _ in 0..10_000 {
             let err = match serde_path_to_error::deserialize::<_, T>(&value) {
                 Ok(spec) if problems.is_empty() => return Ok(spec),
-                Ok(_) => return Err(problems),
+                Ok(spec) => return Err((Some(spec), problems)),
                 Err(err) => err,
             };
             let path = to_key_path(err.path());
@@ -173,12 +224,18 @@ impl Source {
             if !secondary {
                 problems.push(self.describe(&path, &message));
             }
-            if !remove(&mut value, &path) {
-                break;
+            if remove(&mut value, &path) {
+                removed.push(path);
+                continue;
             }
-            removed.push(path);
+            // A bad sequence element: drop the whole sequence (its later
+            // elements go unchecked, everything else is still checked).
+            match path.parent() {
+                Some(parent) if remove(&mut value, &parent) => removed.push(parent),
+                _ => break,
+            }
         }
-        Err(problems)
+        Err((None, problems))
     }
 
     fn describe(&self, path: &KeyPath, message: &str) -> Problem {
@@ -353,10 +410,10 @@ impl MarkedEventReceiver for Locator {
                     return;
                 }
                 self.path.0.pop();
-                if role == Role::Value {
-                    if let Some(Frame::Map { pending, .. }) = self.stack.last_mut() {
-                        *pending = None;
-                    }
+                if role == Role::Value
+                    && let Some(Frame::Map { pending, .. }) = self.stack.last_mut()
+                {
+                    *pending = None;
                 }
             }
             _ => {}

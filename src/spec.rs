@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer};
 /// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
 /// raw YAML values so that one bad job does not hide the problems of others.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields, rename = "UnitgenSpec")]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "UnitgenSpec")]
 pub struct SpecOf<J> {
     /// Spec format version; only `1` exists.
     pub version: u32,
@@ -32,7 +33,7 @@ pub struct SpecOf<J> {
 pub type Spec = SpecOf<Job>;
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
     /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
     #[serde(default)]
@@ -59,7 +60,7 @@ pub enum PullPolicy {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Defaults {
     pub target: Option<Target>,
     /// Container image holding `unitgen-runner`.
@@ -79,7 +80,7 @@ pub struct Defaults {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Job {
     /// `Description=` of both units.
     pub description: Option<Str>,
@@ -112,7 +113,7 @@ pub struct Job {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TimerSpec {
     /// `Persistent=`: catch up on a run missed while the host was down.
     pub persistent: Option<bool>,
@@ -124,7 +125,7 @@ pub struct TimerSpec {
 
 /// fleet placement (`[X-Fleet]`), see fleet's unit-files-and-scheduling docs.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct FleetSpec {
     /// Run only on this machine (its 32-hex-digit `/etc/machine-id`).
     pub machine_id: Option<Str>,
@@ -142,7 +143,7 @@ pub struct FleetSpec {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     pub image: Option<Str>,
     /// Container name (default: the job name, with `@` and `:` as `_`).
@@ -171,7 +172,7 @@ pub enum Step {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RpcStep {
     /// Endpoint, e.g. `http://bitcoind:8332/`.
     pub url: Str,
@@ -191,7 +192,7 @@ pub struct RpcStep {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EbsSnapshotStep {
     /// e.g. `vol-0123456789abcdef0`; usually `{ etcd: /aws/volume-id }`.
     pub volume_id: Str,
@@ -220,7 +221,7 @@ pub enum Credentials {
 /// restic-style retention: each rule keeps the newest snapshot of that many
 /// distinct periods; a snapshot kept by any rule is kept.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Retention {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -239,7 +240,7 @@ pub enum Str {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EtcdRef {
     /// The etcd key, e.g. `/aws/volume-id`.
     pub etcd: String,

@@ -9,6 +9,7 @@ use crate::escape::{self, ExecLine, ExecWord, UnitName, UnitValue};
 use crate::job::{RetentionPolicy, RpcCall, RunnerCredentials, RunnerStep, SnapshotJob};
 use crate::model::{FleetOption, JobUnits, Model, ServiceUnit, TimerUnit};
 use crate::resolve::Values;
+use crate::schedule::{CalendarSpec, cron_to_on_calendar};
 use crate::source::{KeyPath, Source};
 use crate::spec::{
     ContainerSpec, Credentials, Defaults, EbsSnapshotStep, FleetSpec, Job, PullPolicy, RpcStep,
@@ -424,34 +425,54 @@ impl Cx<'_> {
         .filter(|_| timer_name.is_some())
     }
 
+    /// `OnCalendar=` values: the spec's calendar expression as written
+    /// (after checking it parses exactly as systemd would), or the one or
+    /// two expressions equivalent to a cron line.
     fn schedule(&mut self, job: &Job, path: &KeyPath) -> Option<Vec<UnitValue>> {
-        match (&job.schedule, &job.cron) {
+        let (p, exprs) = match (&job.schedule, &job.cron) {
             (Some(s), None) => {
                 let p = path.key("schedule");
                 let text = self.str(s, &p)?;
-                Some(vec![self.unit_value(text.trim(), &p)?])
+                let text = text.trim().to_owned();
+                if let Err(e) = CalendarSpec::parse(&text) {
+                    self.err(
+                        &p,
+                        format!(
+                            "{e}; see `man systemd.time`, or try `unitgen schedule '{}'`",
+                            shown(&text)
+                        ),
+                    );
+                    return None;
+                }
+                (p, vec![text])
             }
             (None, Some(c)) => {
                 let p = path.key("cron");
-                let _ = self.str(c, &p)?;
-                self.err(&p, "cron schedules are not supported yet; write `schedule:` as a systemd calendar expression");
-                None
+                let text = self.str(c, &p)?;
+                match cron_to_on_calendar(&text) {
+                    Ok(exprs) => (p, exprs),
+                    Err(e) => {
+                        self.err(&p, e.to_string());
+                        return None;
+                    }
+                }
             }
             (Some(_), Some(_)) => {
                 self.err(
                     &path.key("cron"),
                     "give either `schedule` or `cron`, not both",
                 );
-                None
+                return None;
             }
             (None, None) => {
                 self.key_err(
                     path,
                     "missing `schedule` (a calendar expression such as `*-*-* 00:15:00`) or `cron`",
                 );
-                None
+                return None;
             }
-        }
+        };
+        exprs.iter().map(|e| self.unit_value(e, &p)).collect()
     }
 
     fn dependency(&mut self, unit: &Str, path: &KeyPath) -> Option<UnitName> {

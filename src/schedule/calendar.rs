@@ -530,14 +530,14 @@ fn validate_chain(
                 return Err(format!(
                     "step {} from ~{} would go past the start of the month",
                     c.repeat, c.start
-                ))
+                ));
             }
             None if !end_of_month && c.start + c.repeat > to => {
                 return Err(format!(
                     "{field} {}/{} never repeats within {range}",
                     show(c.start),
                     show(c.repeat)
-                ))
+                ));
             }
             None => {}
         }
@@ -567,10 +567,11 @@ fn format_value(v: i32, usec: bool) -> String {
 /// zone names here.
 fn split_zone(expr: &str) -> Result<(&str, Option<SpecZone>), String> {
     // " UTC" is matched case-insensitively (`daily utc` works).
-    if let Some(cut) = expr.len().checked_sub(4) {
-        if expr.is_char_boundary(cut) && expr[cut..].eq_ignore_ascii_case(" utc") {
-            return Ok((&expr[..cut], Some(SpecZone::Utc)));
-        }
+    if let Some(cut) = expr.len().checked_sub(4)
+        && expr.is_char_boundary(cut)
+        && expr[cut..].eq_ignore_ascii_case(" utc")
+    {
+        return Ok((&expr[..cut], Some(SpecZone::Utc)));
     }
     if let Some(space) = expr.rfind(' ') {
         let name = &expr[space + 1..];
@@ -689,11 +690,7 @@ impl<'a> Parser<'a> {
         let rest = self.rest();
         let end = rest.find([' ', ',', ':']).unwrap_or(rest.len());
         let word = &rest[..end];
-        if word.is_empty() {
-            rest
-        } else {
-            word
-        }
+        if word.is_empty() { rest } else { word }
     }
 
     fn unexpected(&self, after: &str) -> String {
@@ -755,8 +752,7 @@ impl<'a> Parser<'a> {
                 if from > day {
                     return Err(format!(
                         "weekday range `{}..{}` goes backwards (ranges cannot wrap around the week; use a list like `Sat,Sun,Mon`)",
-                        WEEKDAY_ABBREVIATIONS[from as usize],
-                        WEEKDAY_ABBREVIATIONS[day as usize]
+                        WEEKDAY_ABBREVIATIONS[from as usize], WEEKDAY_ABBREVIATIONS[day as usize]
                     ));
                 }
                 for d in from + 1..day {
@@ -968,14 +964,14 @@ impl<'a> Parser<'a> {
         } else if usec {
             // A seconds range steps by whole seconds unless told otherwise,
             // so a range shorter than a second is refused.
-            if let Some(stop) = stop {
-                if start.checked_add(repeat).is_none_or(|end| end > stop) {
-                    return Err(format!(
-                        "seconds range {}..{} is shorter than its one-second step",
-                        format_value(start, true),
-                        format_value(stop, true)
-                    ));
-                }
+            if let Some(stop) = stop
+                && start.checked_add(repeat).is_none_or(|end| end > stop)
+            {
+                return Err(format!(
+                    "seconds range {}..{} is shorter than its one-second step",
+                    format_value(start, true),
+                    format_value(stop, true)
+                ));
             }
         }
         if !matches!(self.peek(), None | Some(b' ' | b',' | b'-' | b'~' | b':')) {

@@ -313,10 +313,10 @@ fn parse_item(kind: FieldKind, item: &str) -> Result<u64, String> {
 fn parse_value(kind: FieldKind, text: &str) -> Result<u8, String> {
     let field = kind.name();
     let (lo, hi) = kind.range();
-    if let Some((names, first)) = kind.names() {
-        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
-            return Ok(first + i as u8);
-        }
+    if let Some((names, first)) = kind.names()
+        && let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text))
+    {
+        return Ok(first + i as u8);
     }
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         let names = match kind.names() {

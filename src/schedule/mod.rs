@@ -11,4 +11,4 @@ pub mod cron;
 pub mod report;
 
 pub use calendar::{CalendarError, CalendarSpec};
-pub use cron::{cron_to_on_calendar, CronError};
+pub use cron::{CronError, cron_to_on_calendar};

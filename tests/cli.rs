@@ -1,0 +1,431 @@
+//! The CLI contract: exact error messages and exit statuses, `--check`,
+//! atomic and all-or-nothing writes, stale-unit removal that never touches
+//! foreign files, and the user-facing extras (help, completions, man, schema).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const GOOD: &str = "version: 1
+jobs:
+  one:
+    schedule: daily
+    command: [/usr/bin/true]
+  two:
+    schedule: weekly
+    command: [/usr/bin/true, --two]
+";
+
+fn spec_in(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("unitgen.yaml");
+    write(&path, text);
+    path
+}
+
+/// Runs unitgen in `dir` (so paths in messages are relative).
+fn in_dir(dir: &Path, args: &[&str]) -> Run {
+    run(unitgen().args(args).current_dir(dir))
+}
+
+fn assert_fails(dir: &Path, spec: &str, stderr: &str) {
+    spec_in(dir, spec);
+    let r = in_dir(dir, &["validate"]);
+    assert_eq!(r.stderr, stderr);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn unknown_key_names_line_column_and_suggestion() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  backup:\n    schedule: daily\n    timer: { persistant: true }\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:5:14: jobs.backup.timer.persistant: unknown key `persistant` (did you mean `persistent`?)\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\nbogus: 1\njobs: {}\n",
+        "error: unitgen.yaml:2:1: bogus: unknown key `bogus`; expected one of: version, etcd, defaults, jobs\n\
+         error: unitgen.yaml:3:7: jobs: no jobs; add at least one under `jobs:`\n",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  b:\n    schedule: daily\n    timer: { persistent: maybe }\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:5:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected a boolean\n",
+    );
+}
+
+#[test]
+fn duplicate_unit_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n  Backup:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:3:3: jobs.backup: job `backup` and job `Backup` would write the same unit files on a case-insensitive file system; rename one\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  \"my job\":\n    schedule: daily\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:3:3: jobs.my job: job name `my job` cannot be a unit name: it contains ` `; unit names may use only ASCII letters, digits and `:_.@-`; try `my-job`\n",
+    );
+}
+
+#[test]
+fn bad_metadata_and_forbidden_fleet_combinations() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  m:\n    target: fleet\n    schedule: daily\n    fleet:\n      machine_metadata: { region: \"us east\" }\n      global: true\n      machine_of: db.service\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:7:35: jobs.m.fleet.machine_metadata.region: metadata value `us east` would be silently ignored by fleet; use at most 255 letters, digits and `_.:/-`\n\
+         error: unitgen.yaml:8:15: jobs.m.fleet.global: fleet rejects `global: true` with anything but `machine_metadata`\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  m:\n    target: fleet\n    schedule: daily\n    fleet: { machine_id: 0123456789abcdef0123456789abcdef, conflicts: [x.service] }\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:6:26: jobs.m.fleet.machine_id: fleet rejects `machine_id` together with `machine_of`, `conflicts` or `global`\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  m:\n    target: fleet\n    schedule: daily\n    fleet: { machine_of: db.service, conflicts: [\"db*\"] }\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:6:50: jobs.m.fleet.conflicts[0]: conflicts with `db.service`, the unit named in `machine_of`: fleet can never place this unit\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  m:\n    schedule: daily\n    fleet: { global: true }\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:5:12: jobs.m.fleet: fleet placement needs `target: fleet`\n",
+    );
+}
+
+#[test]
+fn missing_spec_and_not_yaml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = in_dir(tmp.path(), &["validate", "-f", "nope.yaml"]);
+    assert_eq!(
+        r.stderr,
+        "error: cannot read the spec nope.yaml: No such file or directory (os error 2)\n"
+    );
+    assert_eq!(r.status, 2);
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs: [unclosed\n",
+        "error: unitgen.yaml:3:1: not valid YAML: did not find expected ',' or ']'\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "",
+        "error: unitgen.yaml: (top level): the spec is empty; start with `version: 1` and a `jobs:` map\n",
+    );
+}
+
+#[test]
+fn every_problem_at_once_in_file_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  a:
+    schedule: daily
+    timeout: 10 parsecs
+    command: [true]
+  b:
+    schedule: daily
+    timer: { persistent: maybe }
+    command: [/usr/bin/true]
+  c:
+    schedule: daily
+    container: { image: registry.example.com/r:1 }
+    steps:
+      - rpc: { url: http://x/, method: m, user: u, password: hunter2 }
+",
+        "error: unitgen.yaml:5:14: jobs.a.timeout: `10 parsecs` is not a time span: unknown unit at `parsecs` (use us, ms, s, min, h, d, w, M, y)
+error: unitgen.yaml:6:15: jobs.a.command[0]: `true` must be an absolute path (starting with `/`)
+error: unitgen.yaml:9:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected a boolean
+error: unitgen.yaml:15:62: jobs.c.steps[0].rpc.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`
+",
+    );
+}
+
+#[test]
+fn literal_secret_is_never_echoed() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  c:\n    schedule: daily\n    container: { image: r }\n    steps:\n      - rpc: { url: http://x/, method: m, user: u, password: hunter2-canary }\n",
+    );
+    for args in [
+        &["validate"][..],
+        &["render"],
+        &["render", "--stdout"],
+        &["render", "--check"],
+    ] {
+        let r = in_dir(tmp.path(), args);
+        assert_eq!(r.status, 2);
+        assert!(
+            !r.stderr.contains("hunter2") && !r.stdout.contains("hunter2"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        !tmp.path().join("units").exists(),
+        "nothing is written for an invalid spec"
+    );
+}
+
+#[test]
+fn render_prints_service_before_timer_and_check_detects_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(tmp.path(), GOOD);
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "units/one.service\nunits/one.timer\nunits/two.service\nunits/two.timer\n"
+    );
+    let r = in_dir(tmp.path(), &["render", "--print0"]);
+    assert_eq!(
+        r.stdout,
+        "units/one.service\0units/one.timer\0units/two.service\0units/two.timer\0"
+    );
+
+    let r = in_dir(tmp.path(), &["render", "--check"]);
+    assert_eq!(
+        (r.status, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "", "")
+    );
+
+    let unit = tmp.path().join("units/one.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(&unit, text.replace("Type=oneshot", "Type=simple")).unwrap();
+    let r = in_dir(tmp.path(), &["render", "--check"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stdout
+            .starts_with("--- a/units/one.service\n+++ b/units/one.service\n@@"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("\n-Type=simple\n+Type=oneshot\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stderr,
+        "error: units is out of date with unitgen.yaml; run `unitgen render` and commit the result\n"
+    );
+    // --check wrote nothing.
+    assert!(
+        std::fs::read_to_string(&unit)
+            .unwrap()
+            .contains("Type=simple")
+    );
+}
+
+#[test]
+fn stdout_prints_units_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(tmp.path(), GOOD);
+    let r = in_dir(tmp.path(), &["render", "--stdout"]);
+    assert_eq!(r.status, 0);
+    assert!(
+        r.stdout.starts_with("# one.service\n[Unit]\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("\n# two.timer\n[Unit]\n"));
+    assert!(!tmp.path().join("units").exists());
+}
+
+#[test]
+fn failed_render_leaves_previous_units_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(tmp.path(), GOOD);
+    assert_eq!(in_dir(tmp.path(), &["render"]).status, 0);
+    let before = read_tree(&tmp.path().join("units"));
+
+    // An invalid spec: nothing is touched.
+    spec_in(
+        tmp.path(),
+        &GOOD.replace("schedule: weekly", "schedule: weekly\n    bogus: 1"),
+    );
+    assert_eq!(in_dir(tmp.path(), &["render"]).status, 2);
+    assert_eq!(read_tree(&tmp.path().join("units")), before);
+
+    // A valid spec whose second unit cannot be written: the first is not
+    // replaced either, and no temp file is left behind.
+    spec_in(
+        tmp.path(),
+        &GOOD.replace("daily", "hourly").replace("weekly", "monthly"),
+    );
+    std::fs::remove_file(tmp.path().join("units/two.timer")).unwrap();
+    std::fs::create_dir(tmp.path().join("units/two.timer")).unwrap();
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 1);
+    assert_eq!(
+        r.stderr,
+        "error: units/two.timer: exists and is not a regular file; move it away and render again\n"
+    );
+    let after = read_tree(&tmp.path().join("units"));
+    let mut expected = before.clone();
+    expected.remove(Path::new("two.timer"));
+    assert_eq!(after, expected);
+}
+
+#[test]
+fn stale_units_are_removed_and_foreign_files_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(tmp.path(), GOOD);
+    assert_eq!(in_dir(tmp.path(), &["render"]).status, 0);
+    write(
+        &tmp.path().join("units/foreign.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    );
+    write(&tmp.path().join("units/README"), "hand-written notes\n");
+
+    // A unit that unitgen wrote but that has lost its marker is someone's
+    // hand edit: kept.
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  one:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render", "--check"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stdout
+            .contains("--- a/units/two.service\n+++ /dev/null\n"),
+        "{}",
+        r.stdout
+    );
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "removed units/two.service\nremoved units/two.timer\n"
+    );
+    let names: Vec<_> = read_tree(&tmp.path().join("units")).into_keys().collect();
+    let names: Vec<_> = names.iter().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            ".unitgen-manifest",
+            "README",
+            "foreign.service",
+            "one.service",
+            "one.timer"
+        ]
+    );
+    assert_eq!(in_dir(tmp.path(), &["render", "--check"]).status, 0);
+}
+
+#[test]
+fn help_has_examples_for_every_command() {
+    for cmd in ["render", "validate", "completions", "man", "schema"] {
+        let r = run(unitgen().args([cmd, "--help"]));
+        assert_eq!(r.status, 0);
+        assert!(
+            r.stdout.contains("Examples:\n  unitgen"),
+            "{cmd} --help:\n{}",
+            r.stdout
+        );
+    }
+    let r = run(unitgen().arg("--help"));
+    assert!(r.stdout.contains("unitgen render | xargs fleetctl submit"));
+    let r = run(&mut unitgen());
+    assert_eq!(r.status, 2, "no subcommand is a usage error");
+}
+
+#[test]
+fn completions_man_and_schema() {
+    let r = run(unitgen().args(["completions", "bash"]));
+    assert_eq!(r.status, 0);
+    assert!(r.stdout.contains("_unitgen()") && r.stdout.contains("--print0"));
+    let r = run(unitgen().args(["completions", "zsh"]));
+    assert!(r.stdout.starts_with("#compdef unitgen"));
+    let r = run(unitgen().arg("man"));
+    assert_eq!(r.status, 0);
+    assert!(r.stdout.contains(".TH unitgen 1") && r.stdout.contains("render"));
+    let r = run(unitgen().arg("schema"));
+    assert_eq!(r.status, 0);
+    let schema: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(schema["title"], "UnitgenSpec");
+    assert_eq!(schema["additionalProperties"], false);
+    let job = &schema["$defs"]["Job"];
+    assert_eq!(job["additionalProperties"], false);
+    assert!(job["properties"]["schedule"].is_object());
+}
+
+#[test]
+fn schema_accepts_the_bundled_examples_keys() {
+    // The schema and the parser come from the same types: every top-level
+    // and job key used by the examples is a property in the schema.
+    let r = run(unitgen().arg("schema"));
+    let schema: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for example in ["bitcoind-wallet", "rsync-backups"] {
+        let text =
+            std::fs::read_to_string(root.join("examples").join(example).join("unitgen.yaml"))
+                .unwrap();
+        let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        for key in spec.as_mapping().unwrap().keys() {
+            assert!(
+                schema["properties"][key.as_str().unwrap()].is_object(),
+                "{key:?}"
+            );
+        }
+        for job in spec["jobs"].as_mapping().unwrap().values() {
+            for key in job.as_mapping().unwrap().keys() {
+                assert!(
+                    schema["$defs"]["Job"]["properties"][key.as_str().unwrap()].is_object(),
+                    "{key:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn schedules_are_validated_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n    schedule: \"Mon..Fro 00:15\"\n    command: [/usr/bin/true]\n  b:\n    cron: \"@reboot\"\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:4:15: jobs.a.schedule: invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`; see `man systemd.time`, or try `unitgen schedule 'Mon..Fro 00:15'`\n\
+         error: unitgen.yaml:7:11: jobs.b.cron: invalid cron schedule `@reboot`: `@reboot` runs once at boot, which is not a calendar event; use `OnBootSec=` in the timer instead (e.g. `OnBootSec=1min`)\n",
+    );
+}
+
+#[test]
+fn schedule_command_exit_status() {
+    let r = run(unitgen().args([
+        "schedule",
+        "--json",
+        "--base-time",
+        "2024-01-15T00:00:00Z",
+        "daily",
+    ]));
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        r.stdout,
+        "{\"input\":\"daily\",\"valid\":true,\"on_calendar\":[\"daily\"],\"normalized\":[\"*-*-* 00:00:00\"],\"next\":[\"2024-01-16T00:00:00Z\"]}\n"
+    );
+    let r = run(unitgen().args(["schedule", "daily", "Mon..Fro"]));
+    assert_eq!(r.status, 2, "an invalid expression is invalid input");
+    let r = run(unitgen().args(["schedule", "--base-time", "garbage", "daily"]));
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        "error: invalid base time `garbage` (expected e.g. `2024-01-15T00:00:00Z` or `2024-01-15 00:00:00 [ZONE]`)\n"
+    );
+    let r = run(unitgen().args(["schedule", "--help"]));
+    assert!(r.stdout.contains("Examples:\n  unitgen schedule"));
+}
