@@ -2,6 +2,7 @@
 //! problem (not just the first), and locating each problem at
 //! `file:line:col` with its key path.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -109,6 +110,13 @@ pub struct Location {
 pub struct Source {
     pub name: String,
     pub text: String,
+    /// Built on first use: a spec without problems never needs it, and for
+    /// a large spec it costs more than decoding.
+    locations: OnceCell<Locations>,
+}
+
+#[derive(Default)]
+struct Locations {
     keys: HashMap<KeyPath, Location>,
     values: HashMap<KeyPath, Location>,
 }
@@ -124,21 +132,30 @@ impl Source {
     }
 
     pub fn new(name: String, text: String) -> Source {
-        let mut map = Locator::default();
-        // Locations are a convenience: if this parser disagrees with
-        // serde_yaml, problems are still reported, just without a position.
-        let _ = Parser::new_from_str(&text).load(&mut map, false);
         Source {
             name,
             text,
-            keys: map.keys,
-            values: map.values,
+            locations: OnceCell::new(),
         }
+    }
+
+    fn locations(&self) -> &Locations {
+        self.locations.get_or_init(|| {
+            let mut map = Locator::default();
+            // Locations are a convenience: if this parser disagrees with
+            // serde_yaml, problems are still reported, just without a position.
+            let _ = Parser::new_from_str(&self.text).load(&mut map, false);
+            map.found
+        })
     }
 
     /// A problem about the key at `path` (unknown or misplaced keys).
     pub fn at_key(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
-        let loc = self.keys.get(path).or_else(|| self.values.get(path));
+        let loc = self
+            .locations()
+            .keys
+            .get(path)
+            .or_else(|| self.locations().values.get(path));
         self.problem(loc.copied(), path, message)
     }
 
@@ -149,7 +166,12 @@ impl Source {
         let mut p = Some(path.clone());
         let loc = loop {
             match p {
-                Some(q) => match self.values.get(&q).or_else(|| self.keys.get(&q)) {
+                Some(q) => match self
+                    .locations()
+                    .values
+                    .get(&q)
+                    .or_else(|| self.locations().keys.get(&q))
+                {
                     Some(loc) => break Some(*loc),
                     None => p = q.parent(),
                 },
@@ -366,8 +388,7 @@ fn key_text(key: &Value) -> String {
 struct Locator {
     stack: Vec<Frame>,
     path: KeyPath,
-    keys: HashMap<KeyPath, Location>,
-    values: HashMap<KeyPath, Location>,
+    found: Locations,
 }
 
 enum Frame {
@@ -426,7 +447,7 @@ impl Locator {
     fn node(&mut self, scalar: Option<String>, loc: Location, collection: Option<bool>) {
         let role = match self.stack.last_mut() {
             None => {
-                self.values.insert(self.path.clone(), loc);
+                self.found.values.insert(self.path.clone(), loc);
                 Role::Value
             }
             Some(Frame::Map {
@@ -434,7 +455,7 @@ impl Locator {
                 ..
             }) => {
                 let key = scalar.unwrap_or_else(|| "<complex key>".to_owned());
-                self.keys.insert(self.path.key(&key), loc);
+                self.found.keys.insert(self.path.key(&key), loc);
                 *pending = Some(key.clone());
                 if collection.is_none() {
                     return;
@@ -447,7 +468,7 @@ impl Locator {
             }) => {
                 let key = key.clone();
                 self.path.0.push(Seg::Key(key));
-                self.values.insert(self.path.clone(), loc);
+                self.found.values.insert(self.path.clone(), loc);
                 if collection.is_none() {
                     self.path.0.pop();
                     if let Some(Frame::Map { pending, .. }) = self.stack.last_mut() {
@@ -460,7 +481,7 @@ impl Locator {
             Some(Frame::Seq { next, .. }) => {
                 self.path.0.push(Seg::Index(*next));
                 *next += 1;
-                self.values.insert(self.path.clone(), loc);
+                self.found.values.insert(self.path.clone(), loc);
                 if collection.is_none() {
                     self.path.0.pop();
                     return;
@@ -489,14 +510,14 @@ mod tests {
         let src = Source::new("s.yaml".into(), text.into());
         let job = KeyPath::root().key("jobs").key("a");
         let url = job.key("steps").index(0).key("rpc").key("url");
-        assert_eq!(src.keys[&url], Location { line: 6, col: 11 });
-        assert_eq!(src.values[&url], Location { line: 6, col: 16 });
+        assert_eq!(src.locations().keys[&url], Location { line: 6, col: 11 });
+        assert_eq!(src.locations().values[&url], Location { line: 6, col: 16 });
         assert_eq!(
-            src.values[&job.key("after").index(1)],
+            src.locations().values[&job.key("after").index(1)],
             Location { line: 7, col: 16 }
         );
         assert_eq!(
-            src.keys[&KeyPath::root().key("version")],
+            src.locations().keys[&KeyPath::root().key("version")],
             Location { line: 1, col: 1 }
         );
         assert_eq!(url.to_string(), "jobs.a.steps[0].rpc.url");

@@ -339,3 +339,78 @@ fn huge_values_are_fine_on_systemd_but_refused_for_fleet() {
         }
     }
 }
+
+#[test]
+fn hostile_job_names_are_rejected_or_become_exactly_that_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = [
+        "a\nb",
+        "a\rb",
+        "a\0b",
+        "100%",
+        "$HOME",
+        "a\"b",
+        "it's",
+        "trail\\",
+        ";",
+        "a b",
+        "../up",
+        "x/y",
+        ".hidden",
+        "-opt",
+        "@inst",
+        "a@b@c",
+        "tmpl@",
+        "ünï",
+        "a@b",
+        "ok:name_1.2-3",
+    ];
+    let mut accepted = 0;
+    for name in names {
+        let quoted = serde_json::to_string(name).unwrap();
+        let spec = tmp.path().join("s.yaml");
+        write(
+            &spec,
+            &format!(
+                "version: 1\njobs:\n  {quoted}:\n    schedule: daily\n    command: [/usr/bin/true]\n"
+            ),
+        );
+        let out = tmp.path().join("units");
+        let _ = std::fs::remove_dir_all(&out);
+        let r = run(unitgen()
+            .arg("render")
+            .arg("-f")
+            .arg(&spec)
+            .arg("-o")
+            .arg(&out));
+        match r.status {
+            0 => {
+                accepted += 1;
+                let files: Vec<_> = read_tree(&out).into_keys().collect();
+                let want = [
+                    ".unitgen-manifest".to_owned(),
+                    format!("{name}.service"),
+                    format!("{name}.timer"),
+                ];
+                let got: Vec<_> = files
+                    .iter()
+                    .map(|p| p.to_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(got, want, "{name:?}");
+            }
+            2 => {
+                assert!(
+                    r.stderr.starts_with("error: ") && r.stderr.contains("cannot be a unit name"),
+                    "{name:?}: {}",
+                    r.stderr
+                );
+                assert!(!out.exists(), "{name:?}: nothing may be written");
+            }
+            s => panic!("{name:?}: exit {s}: {}", r.stderr),
+        }
+    }
+    assert_eq!(
+        accepted, 2,
+        "only `a@b` and `ok:name_1.2-3` are valid unit names here"
+    );
+}
