@@ -266,9 +266,6 @@ impl Cx<'_> {
         let service_name = base
             .as_ref()
             .and_then(|b| UnitName::with_suffix(b, "service").ok());
-        let timer_name = base
-            .as_ref()
-            .and_then(|b| UnitName::with_suffix(b, "timer").ok());
 
         let description = match &job.description {
             Some(d) => self.str(d, &path.key("description")),
@@ -422,7 +419,6 @@ impl Cx<'_> {
                 job: job_value,
             },
         })
-        .filter(|_| timer_name.is_some())
     }
 
     /// `OnCalendar=` values: the spec's calendar expression as written
