@@ -107,28 +107,8 @@ impl ExecWord {
         };
         let mut out = String::with_capacity(arg.len() + 2);
         out.extend(quote);
-        for c in arg.chars() {
-            match c {
-                '%' => out.push_str("%%"),
-                '$' => out.push_str("$$"),
-                '\\' => out.push_str("\\\\"),
-                c if Some(c) == quote => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                '\t' => out.push_str("\\t"),
-                c if c.is_control() => {
-                    // Other C0/C1 controls: systemd understands \xNN for
-                    // bytes and \uNNNN for code points above 0x7f.
-                    if (c as u32) < 0x80 {
-                        out.push_str(&format!("\\x{:02x}", c as u32));
-                    } else {
-                        out.push_str(&format!("\\u{:04x}", c as u32));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
+        // A plain word holds nothing to escape but `%` and `$`.
+        push_escaped(&mut out, arg, quote.unwrap_or('"'), true);
         out.extend(quote);
         Ok(ExecWord(out))
     }
@@ -212,16 +192,32 @@ impl ExecLine {
 /// `KEY=value` for `Environment=`, which unquotes and C-unescapes and
 /// resolves specifiers, but never expands `$` (systemd.exec(5)).
 pub fn environment_assignment(key: &str, value: &str) -> Result<String, EscapeError> {
+    assert!(
+        is_env_name(key),
+        "environment_assignment({key:?}): callers check names first"
+    );
     reject_line_breaks(value)?;
-    let mut out = String::from("\"");
-    out.push_str(key);
-    out.push('=');
-    for c in value.chars() {
+    let mut out = format!("\"{key}=");
+    push_escaped(&mut out, value, '"', false);
+    out.push('"');
+    Ok(out)
+}
+
+/// Appends `text` as the inside of a systemd string quoted with `quote`:
+/// `%` doubled (specifiers), `$` doubled where systemd expands variables,
+/// `\`, the quote and control characters C-escaped (systemd.syntax(7)).
+fn push_escaped(out: &mut String, text: &str, quote: char, double_dollars: bool) {
+    for c in text.chars() {
         match c {
             '%' => out.push_str("%%"),
+            '$' if double_dollars => out.push_str("$$"),
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
             '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            // systemd understands \xNN for bytes and \uNNNN above 0x7f.
             c if c.is_control() && (c as u32) < 0x80 => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
@@ -229,8 +225,6 @@ pub fn environment_assignment(key: &str, value: &str) -> Result<String, EscapeEr
             c => out.push(c),
         }
     }
-    out.push('"');
-    Ok(out)
 }
 
 /// An environment variable name as both systemd and docker accept it.
