@@ -15,13 +15,6 @@ pub enum RunnerStep {
 }
 
 impl RunnerStep {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RunnerStep::Rpc(_) => "rpc",
-            RunnerStep::EbsSnapshot(_) => "ebs_snapshot",
-        }
-    }
-
     /// Whether the runner needs etcd for this step (it reads a secret).
     pub fn reads_etcd(&self) -> bool {
         match self {
@@ -75,7 +68,10 @@ pub enum RunnerCredentials {
     EtcdPrefix(String),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// restic-style retention: each rule keeps the newest snapshot of that many
+/// distinct periods; a snapshot kept by any rule is kept. The spec and the
+/// runner share this type, so the policy reaches the runner as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]

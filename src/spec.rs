@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
+use crate::job::RetentionPolicy;
+
 /// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
 /// raw YAML values so that one bad job does not hide the problems of others.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -203,7 +205,7 @@ pub struct EbsSnapshotStep {
     pub tags: BTreeMap<String, Str>,
     /// Wait until the snapshot is `completed`, at most this long.
     pub wait: Option<Str>,
-    pub retention: Option<Retention>,
+    pub retention: Option<RetentionPolicy>,
     /// EC2 endpoint override (testing against a local server).
     pub endpoint: Option<Str>,
 }
@@ -216,19 +218,6 @@ pub enum Credentials {
     DefaultChain,
     /// `PREFIX` + `access-key-id` and `secret-access-key` in etcd.
     EtcdPrefix(String),
-}
-
-/// restic-style retention: each rule keeps the newest snapshot of that many
-/// distinct periods; a snapshot kept by any rule is kept.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
 }
 
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.

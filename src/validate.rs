@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::Problem;
 use crate::escape::{self, ExecLine, ExecWord, UnitName, UnitValue};
-use crate::job::{RetentionPolicy, RpcCall, RunnerCredentials, RunnerStep, SnapshotJob};
+use crate::job::{RpcCall, RunnerCredentials, RunnerStep, SnapshotJob};
 use crate::model::{FleetOption, JobUnits, Model, ServiceUnit, TimerUnit};
 use crate::resolve::Values;
 use crate::schedule::{CalendarSpec, cron_to_on_calendar};
@@ -895,20 +895,12 @@ impl Cx<'_> {
             }
         }
         let wait = self.timespan(s.wait.as_ref(), &path.key("wait"));
-        let retention = s.retention.as_ref().and_then(|r| {
-            let policy = RetentionPolicy {
-                keep_last: r.keep_last,
-                keep_hourly: r.keep_hourly,
-                keep_daily: r.keep_daily,
-                keep_weekly: r.keep_weekly,
-                keep_monthly: r.keep_monthly,
-                keep_yearly: r.keep_yearly,
-            };
-            if policy.is_empty() {
+        let retention = s.retention.clone().filter(|policy| {
+            let empty = policy.is_empty();
+            if empty {
                 self.err(&path.key("retention"), "an empty retention policy would delete every snapshot; set at least one `keep_*` above 0, or remove `retention`");
-                return None;
             }
-            Some(policy)
+            !empty
         });
         let endpoint = self.opt_str(s.endpoint.as_ref(), &path.key("endpoint"));
         if let Some(e) = &endpoint

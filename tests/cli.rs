@@ -429,3 +429,17 @@ fn schedule_command_exit_status() {
     let r = run(unitgen().args(["schedule", "--help"]));
     assert!(r.stdout.contains("Examples:\n  unitgen schedule"));
 }
+
+#[test]
+fn empty_retention_policy_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for retention in ["{}", "{ keep_daily: 0, keep_last: 0 }"] {
+        assert_fails(
+            tmp.path(),
+            &format!(
+                "version: 1\njobs:\n  s:\n    schedule: daily\n    container: {{ image: r }}\n    steps:\n      - ebs_snapshot: {{ volume_id: vol-0123456789abcdef0, region: us-east-1, credentials: default_chain, retention: {retention} }}\n"
+            ),
+            "error: unitgen.yaml:7:117: jobs.s.steps[0].ebs_snapshot.retention: an empty retention policy would delete every snapshot; set at least one `keep_*` above 0, or remove `retention`\n",
+        );
+    }
+}
