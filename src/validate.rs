@@ -12,8 +12,8 @@ use crate::resolve::Values;
 use crate::schedule::{CalendarSpec, cron_to_on_calendar};
 use crate::source::{KeyPath, Source};
 use crate::spec::{
-    ContainerSpec, Credentials, Defaults, EbsSnapshotStep, FleetSpec, Job, PullPolicy, RpcStep,
-    Secret, Spec, Step, Str, Target, TimerSpec,
+    ContainerSpec, Credentials, Defaults, EbsSnapshotStep, Job, PullPolicy, RpcStep, Secret, Spec,
+    Step, Str, Target, TimerSpec,
 };
 use crate::timespan;
 
@@ -55,7 +55,8 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
                 format!("job `{name}` and job `{other}` would write the same unit files on a case-insensitive file system; rename one"),
             );
         }
-        if let Some(units) = cx.job(
+        let before = cx.problems.len();
+        match cx.job(
             name,
             job,
             &spec.defaults,
@@ -63,9 +64,19 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
             &path,
             &mut seen_containers,
         ) {
-            jobs.push(units);
+            Some(units) => jobs.push(units),
+            // A job must never vanish from the output without a reason.
+            None if cx.problems.len() == before => cx.key_err(
+                &path,
+                "internal error: this job produced no units and no error; this is a bug in unitgen, please report it",
+            ),
+            None => {}
         }
     }
+    // Settings from `defaults` are checked once per job that inherits them,
+    // at the same key: report each such problem once.
+    let mut seen = std::collections::HashSet::new();
+    cx.problems.retain(|p| seen.insert(p.to_string()));
     if cx.problems.is_empty() {
         Ok(Model { jobs })
     } else {
@@ -80,7 +91,7 @@ fn etcd_endpoints(cx: &mut Cx, spec: &Spec) -> Vec<String> {
     let path = KeyPath::root().key("etcd").key("endpoints");
     let mut out = Vec::new();
     for (i, url) in etcd.endpoints.iter().enumerate() {
-        if !is_http_url(url) || url.chars().any(char::is_whitespace) {
+        if !is_http_url(url) {
             cx.err(
                 &path.index(i),
                 format!("`{url}` is not an http:// or https:// URL"),
@@ -273,17 +284,31 @@ impl Cx<'_> {
         };
         let description = description.and_then(|d| self.unit_value(&d, &path.key("description")));
         let on_calendar = self.schedule(job, path);
-        let timer = merge_timer(job.timer.as_ref(), defaults.timer.as_ref());
-        let tpath = path.key("timer");
-        let randomized_delay = self.timespan(
-            timer.randomized_delay.as_ref(),
-            &tpath.key("randomized_delay"),
-        );
-        let accuracy = self.timespan(timer.accuracy.as_ref(), &tpath.key("accuracy"));
-        let timeout = self.timespan(
-            job.timeout.as_ref().or(defaults.timeout.as_ref()),
-            &path.key("timeout"),
-        );
+        let defaults_path = KeyPath::root().key("defaults");
+        let timer_layer = |field, get: fn(&TimerSpec) -> Option<&Str>| {
+            layered(
+                job.timer.as_ref(),
+                &path.key("timer"),
+                defaults.timer.as_ref(),
+                &defaults_path.key("timer"),
+                field,
+                get,
+            )
+        };
+        let (value, p) = timer_layer("randomized_delay", |t| t.randomized_delay.as_ref());
+        let randomized_delay = self.timespan(value, &p);
+        let (value, p) = timer_layer("accuracy", |t| t.accuracy.as_ref());
+        let accuracy = self.timespan(value, &p);
+        let persistent = job
+            .timer
+            .as_ref()
+            .and_then(|t| t.persistent)
+            .or(defaults.timer.as_ref().and_then(|t| t.persistent));
+        let (value, p) = match &job.timeout {
+            Some(t) => (Some(t), path.key("timeout")),
+            None => (defaults.timeout.as_ref(), defaults_path.key("timeout")),
+        };
+        let timeout = self.timespan(value, &p);
 
         let payload = self.payload(name, job, defaults, endpoints, path);
         let mut after = Vec::new();
@@ -319,8 +344,14 @@ impl Cx<'_> {
                 let line = ExecLine::new(argv.next()?).inline(argv);
                 let env_lines = environment?
                     .iter()
-                    .filter_map(|(k, v)| escape::environment_assignment(k, v).ok())
-                    .collect();
+                    .map(|(k, v)| {
+                        escape::environment_assignment(k, v)
+                            .map_err(|e| {
+                                self.err(&path.key("environment").key(k), format!("value {e}"))
+                            })
+                            .ok()
+                    })
+                    .collect::<Option<Vec<_>>>()?;
                 (
                     Vec::new(),
                     render_exec(&line, single_line),
@@ -410,7 +441,7 @@ impl Cx<'_> {
             timer: TimerUnit {
                 description,
                 on_calendar: on_calendar?,
-                persistent: timer.persistent.map(|p| if p { "true" } else { "false" }),
+                persistent: persistent.map(|p| if p { "true" } else { "false" }),
                 randomized_delay,
                 accuracy,
                 unit: service_name,
@@ -940,10 +971,14 @@ impl Cx<'_> {
             }
             return Some((Vec::new(), Vec::new()));
         }
-        let f = merge_fleet(job.fleet.as_ref(), defaults.fleet.as_ref());
+        let dfp = KeyPath::root().key("defaults").key("fleet");
+        let (own, default) = (job.fleet.as_ref(), defaults.fleet.as_ref());
         let before = self.problems.len();
         let mut out = Vec::new();
-        let machine_id = self.opt_str(f.machine_id.as_ref(), &fp.key("machine_id"));
+        let (value, id_path) = layered(own, &fp, default, &dfp, "machine_id", |f| {
+            f.machine_id.as_ref()
+        });
+        let machine_id = self.opt_str(value, &id_path);
         if let Some(id) = &machine_id {
             if id.len() == 32
                 && id
@@ -956,7 +991,7 @@ impl Cx<'_> {
                 });
             } else {
                 self.err(
-                    &fp.key("machine_id"),
+                    &id_path,
                     format!(
                         "`{}` is not a machine id: 32 lowercase hex digits, as in /etc/machine-id",
                         shown(id)
@@ -964,14 +999,14 @@ impl Cx<'_> {
                 );
             }
         }
-        let machine_of = f
-            .machine_of
-            .as_ref()
-            .and_then(|m| self.dependency(m, &fp.key("machine_of")));
+        let (value, of_path) = layered(own, &fp, default, &dfp, "machine_of", |f| {
+            f.machine_of.as_ref()
+        });
+        let machine_of = value.and_then(|m| self.dependency(m, &of_path));
         if let (Some(m), Some(s)) = (&machine_of, service)
             && m == s
         {
-            self.err(&fp.key("machine_of"), "a unit cannot be placed with itself");
+            self.err(&of_path, "a unit cannot be placed with itself");
         }
         if let Some(m) = &machine_of {
             out.push(FleetOption {
@@ -979,9 +1014,20 @@ impl Cx<'_> {
                 value: m.to_string(),
             });
         }
+        let (value, meta_path) = layered(own, &fp, default, &dfp, "machine_metadata", |f| {
+            Some(&f.machine_metadata).filter(|m| !m.is_empty())
+        });
+        let machine_metadata = value.cloned().unwrap_or_default();
+        let (value, conflicts_path) = layered(own, &fp, default, &dfp, "conflicts", |f| {
+            Some(&f.conflicts).filter(|c| !c.is_empty())
+        });
+        let conflict_globs = value.cloned().unwrap_or_default();
+        let (value, global_path) =
+            layered(own, &fp, default, &dfp, "global", |f| f.global.as_ref());
+        let global = value.copied().unwrap_or(false);
         let mut metadata = Vec::new();
-        for (key, values) in &f.machine_metadata {
-            let p = fp.key("machine_metadata").key(key);
+        for (key, values) in &machine_metadata {
+            let p = meta_path.key(key);
             if !is_metadata_word(key) {
                 self.key_err(&p, format!("metadata key `{}` would be silently ignored by fleet; use at most 255 letters, digits and `_.-`", shown(key)));
                 continue;
@@ -1013,8 +1059,8 @@ impl Cx<'_> {
         }
         out.extend(metadata.iter().cloned());
         let mut conflicts = Vec::new();
-        for (i, c) in f.conflicts.iter().enumerate() {
-            let p = fp.key("conflicts").index(i);
+        for (i, c) in conflict_globs.iter().enumerate() {
+            let p = conflicts_path.index(i);
             let Some(text) = self.str(c, &p) else {
                 continue;
             };
@@ -1043,18 +1089,17 @@ impl Cx<'_> {
                 value: text,
             });
         }
-        let global = f.global.unwrap_or(false);
         // Combinations fleet rejects (fleet api/units.go ValidateOptions, and
         // its scheduling docs: Global allows nothing but MachineMetadata).
         if machine_id.is_some() && (machine_of.is_some() || !conflicts.is_empty() || global) {
             self.err(
-                &fp.key("machine_id"),
+                &id_path,
                 "fleet rejects `machine_id` together with `machine_of`, `conflicts` or `global`",
             );
         }
         if global && (machine_of.is_some() || !conflicts.is_empty()) {
             self.err(
-                &fp.key("global"),
+                &global_path,
                 "fleet rejects `global: true` with anything but `machine_metadata`",
             );
         }
@@ -1101,37 +1146,20 @@ fn pull_word(p: PullPolicy) -> &'static str {
     }
 }
 
-fn merge_timer(job: Option<&TimerSpec>, defaults: Option<&TimerSpec>) -> TimerSpec {
-    let (j, d) = (
-        job.cloned().unwrap_or_default(),
-        defaults.cloned().unwrap_or_default(),
-    );
-    TimerSpec {
-        persistent: j.persistent.or(d.persistent),
-        randomized_delay: j.randomized_delay.or(d.randomized_delay),
-        accuracy: j.accuracy.or(d.accuracy),
-    }
-}
-
-fn merge_fleet(job: Option<&FleetSpec>, defaults: Option<&FleetSpec>) -> FleetSpec {
-    let (j, d) = (
-        job.cloned().unwrap_or_default(),
-        defaults.cloned().unwrap_or_default(),
-    );
-    FleetSpec {
-        machine_id: j.machine_id.or(d.machine_id),
-        machine_of: j.machine_of.or(d.machine_of),
-        machine_metadata: if j.machine_metadata.is_empty() {
-            d.machine_metadata
-        } else {
-            j.machine_metadata
-        },
-        conflicts: if j.conflicts.is_empty() {
-            d.conflicts
-        } else {
-            j.conflicts
-        },
-        global: j.global.or(d.global),
+/// A setting from the job's own section or, failing that, from
+/// `defaults`, with the path of whichever is used: a bad default is reported
+/// at its own key (once, see `validate`), not at every job that inherits it.
+fn layered<'a, S, T: ?Sized>(
+    own: Option<&'a S>,
+    own_path: &KeyPath,
+    default: Option<&'a S>,
+    default_path: &KeyPath,
+    field: &str,
+    get: impl Fn(&'a S) -> Option<&'a T>,
+) -> (Option<&'a T>, KeyPath) {
+    match own.and_then(&get) {
+        Some(v) => (Some(v), own_path.key(field)),
+        None => (default.and_then(&get), default_path.key(field)),
     }
 }
 

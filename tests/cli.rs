@@ -443,3 +443,29 @@ fn empty_retention_policy_is_refused() {
         );
     }
 }
+
+#[test]
+fn bad_defaults_are_reported_once_at_their_own_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+defaults:
+  target: fleet
+  timeout: 10 parsecs
+  timer: { accuracy: soon }
+  fleet: { machine_metadata: { region: \"us east\" } }
+jobs:
+  a:
+    schedule: daily
+    command: [/usr/bin/true]
+  b:
+    schedule: daily
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:12: defaults.timeout: `10 parsecs` is not a time span: unknown unit at `parsecs` (use us, ms, s, min, h, d, w, M, y)
+error: unitgen.yaml:5:22: defaults.timer.accuracy: `soon` is not a time span: expected a number at `soon`
+error: unitgen.yaml:6:40: defaults.fleet.machine_metadata.region: metadata value `us east` would be silently ignored by fleet; use at most 255 letters, digits and `_.:/-`
+",
+    );
+}
