@@ -175,3 +175,44 @@ fn sync_dir(dir: &Path) {
         let _ = d.sync_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, body: &str) -> UnitFile {
+        UnitFile {
+            name: name.into(),
+            job: "j".into(),
+            contents: format!("[Unit]\nDescription={body}\n\n[X-Unitgen]\nJob=j\n"),
+        }
+    }
+
+    #[test]
+    fn only_changed_units_are_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = [unit("j.service", "one"), unit("j.timer", "one")];
+        let w = write(dir.path(), &first).unwrap();
+        assert_eq!(w.changed, w.units);
+        let mtime = |n: &str| {
+            fs::metadata(dir.path().join(n))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        let before = mtime("j.timer");
+
+        let w = write(dir.path(), &first).unwrap();
+        assert!(w.changed.is_empty() && w.removed.is_empty(), "{w:?}");
+
+        let second = [unit("j.service", "two"), unit("j.timer", "one")];
+        let w = write(dir.path(), &second).unwrap();
+        assert_eq!(w.changed, [dir.path().join("j.service")]);
+        assert_eq!(
+            mtime("j.timer"),
+            before,
+            "an unchanged unit is not rewritten"
+        );
+        assert_eq!(check(dir.path(), &second).unwrap(), "");
+    }
+}

@@ -362,7 +362,7 @@ impl Cx<'_> {
             Payload::Container(c) => {
                 let docker = docker?;
                 if let Some(other) = containers.insert(c.name.clone(), name) {
-                    self.err(
+                    self.key_err(
                         path,
                         format!("container name `{}` is also used by job `{other}`; set `container.name` on one of them", c.name),
                     );

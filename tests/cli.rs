@@ -469,3 +469,14 @@ error: unitgen.yaml:6:40: defaults.fleet.machine_metadata.region: metadata value
 ",
     );
 }
+
+#[test]
+fn two_jobs_never_share_a_container_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `a@b` and `a:b` both become container `a_b` by default.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults: { image: r }\njobs:\n  a:b:\n    schedule: daily\n    container: { command: [/x] }\n  a@b:\n    schedule: daily\n    container: { command: [/x] }\n",
+        "error: unitgen.yaml:7:3: jobs.a@b: container name `a_b` is also used by job `a:b`; set `container.name` on one of them\n",
+    );
+}
