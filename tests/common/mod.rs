@@ -2,6 +2,10 @@
 //! unprivileged test mode can read, and systemd's own parser as the oracle.
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod litecoind;
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

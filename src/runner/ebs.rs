@@ -1,0 +1,1 @@
+//! EBS snapshot step: create, wait, prune.

@@ -1,0 +1,1 @@
+//! restic-style snapshot retention.

@@ -1,0 +1,1 @@
+//! JSON-RPC step (bitcoind `backupwallet` and friends).

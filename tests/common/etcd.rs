@@ -1,0 +1,1 @@
+//! Starts a real etcd for the tests; stopped on drop.

@@ -1,0 +1,1 @@
+//! Starts a real litecoind for the tests; stopped on drop.

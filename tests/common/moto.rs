@@ -1,0 +1,1 @@
+//! Starts a real moto for the tests; stopped on drop.
