@@ -4,15 +4,21 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, RenderArgs, SpecArgs};
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, Command, EtcdArgs, RenderArgs, SpecArgs};
 use crate::error::Error;
 use crate::output;
-use crate::resolve::Values;
+use crate::render::UnitFile;
+use crate::resolve::{EtcdSource, ValueSource, ValuesFile};
+use crate::secret::SecretString;
+use crate::{Loaded, etcd};
 
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Render(args) => render(&args),
         Command::Validate(args) => validate(&args),
+        Command::Watch(args) => crate::watch::run(&args),
         Command::Schedule(args) => return schedule(args),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -83,21 +89,136 @@ fn schedule(cmd: crate::cli::ScheduleCmd) -> i32 {
     }
 }
 
-fn values(args: &SpecArgs) -> Result<Values, Error> {
-    match &args.values {
-        Some(path) => Values::from_file(path),
-        None => Ok(Values::none()),
+/// A single-threaded runtime for the etcd client; commands stay sync.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("tokio runtime"))
+}
+
+/// `--values FILE`, else etcd (flags, env, then the spec), else nothing.
+pub fn value_source(args: &SpecArgs, loaded: &Loaded) -> Result<ValueSource, Error> {
+    if let Some(path) = &args.values {
+        return Ok(ValueSource::File(
+            ValuesFile::read(path)?,
+            path.display().to_string(),
+        ));
+    }
+    match etcd_settings(&args.etcd, loaded, &args.spec)? {
+        Some(settings) => Ok(ValueSource::Etcd(EtcdSource::new(settings))),
+        None => Ok(ValueSource::None),
     }
 }
 
+/// Connection settings: each flag (or its `UNITGEN_ETCD_*` variable) wins
+/// over the spec's `etcd:` section; spec paths are relative to the spec.
+/// `None` when no endpoints are configured anywhere.
+fn etcd_settings(
+    args: &EtcdArgs,
+    loaded: &Loaded,
+    spec_path: &Path,
+) -> Result<Option<etcd::Settings>, Error> {
+    let spec = loaded
+        .spec()
+        .and_then(|s| s.etcd.clone())
+        .unwrap_or_default();
+    let endpoints = if args.etcd_endpoints.is_empty() {
+        // A malformed spec endpoint is reported with its location, by the
+        // same validation that reports everything else.
+        if spec
+            .endpoints
+            .iter()
+            .any(|e| !crate::validate::is_http_url(e))
+        {
+            let problems = match loaded.render(&crate::resolve::Values::none()) {
+                Err(Error::Invalid(ps)) => ps
+                    .into_iter()
+                    .filter(|p| p.path.starts_with("etcd."))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !problems.is_empty() {
+                return Err(Error::Invalid(problems));
+            }
+        }
+        spec.endpoints.clone()
+    } else {
+        args.etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect()
+    };
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let base = spec_path.parent().unwrap_or(Path::new("."));
+    let relative = |p: &Option<String>| p.as_ref().map(|p| base.join(p));
+    let tls = spec.tls.clone().unwrap_or_default();
+    let config = |m: String| Error::Etcd(etcd::EtcdError::Config(m));
+    let password_file: Option<PathBuf> = args
+        .etcd_password_file
+        .clone()
+        .or_else(|| relative(&spec.password_file));
+    let password = match std::env::var("UNITGEN_ETCD_PASSWORD") {
+        Ok(p) if !p.is_empty() => Some(SecretString::new(p)),
+        _ => match &password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    config(format!(
+                        "cannot read the password file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(SecretString::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            None => None,
+        },
+    };
+    let timeout = match args.etcd_timeout.as_ref().or(spec.timeout.as_ref()) {
+        Some(text) => Some(
+            crate::timespan::parse(text)
+                .map_err(|e| config(format!("timeout {e}")))?
+                .ok_or_else(|| config("timeout must be finite".into()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(etcd::Settings {
+        endpoints,
+        ca_file: args.etcd_ca_file.clone().or_else(|| relative(&tls.ca_file)),
+        cert_file: args
+            .etcd_cert_file
+            .clone()
+            .or_else(|| relative(&tls.cert_file)),
+        key_file: args
+            .etcd_key_file
+            .clone()
+            .or_else(|| relative(&tls.key_file)),
+        user: args.etcd_user.clone().or(spec.username.clone()),
+        password,
+        timeout,
+    }))
+}
+
+/// Reads the spec, resolves its references and renders: nothing written.
+fn render_files(args: &SpecArgs) -> Result<Vec<UnitFile>, Error> {
+    let loaded = crate::load(&args.spec)?;
+    let mut source = value_source(args, &loaded)?;
+    let mut values = source.values();
+    runtime()?.block_on(crate::resolve::resolve(&mut values, &mut source, |v| {
+        loaded.render(v)
+    }))?
+}
+
 fn validate(args: &SpecArgs) -> Result<(), Error> {
-    let files = crate::render_spec(&args.spec, &values(args)?)?;
+    let files = render_files(args)?;
     eprintln!("{}: ok, {} job(s)", args.spec.display(), files.len() / 2);
     Ok(())
 }
 
 fn render(args: &RenderArgs) -> Result<(), Error> {
-    let files = crate::render_spec(&args.spec.spec, &values(&args.spec)?)?;
+    let files = render_files(&args.spec)?;
     let mut out = std::io::stdout().lock();
     let io = |e| Error::io("stdout")(e);
     if args.stdout {

@@ -10,6 +10,7 @@ Examples:
   unitgen render --check                 Exit 1 with a diff if ./units is stale (for CI)
   unitgen render | xargs fleetctl submit Submit every rendered unit to fleet
   unitgen validate -f ops/unitgen.yaml   Report every problem in a spec
+  unitgen watch --exec 'fleetctl start \"$@\"'  Re-render when etcd values change
   unitgen schedule --cron '15 0 * * *'   Show the OnCalendar form and next run";
 
 #[derive(Debug, Parser)]
@@ -54,6 +55,17 @@ Examples:
   unitgen schedule --cron '15 0 * * *' '@weekly' '0 0 1,15 * mon'
   unitgen schedule --json --base-time 2024-01-15T00:00:00Z daily")]
     Schedule(ScheduleCmd),
+    /// Render, then re-render whenever a referenced etcd key or the spec changes
+    #[command(after_help = "\
+Examples:
+  unitgen watch -o units
+  unitgen watch --exec 'fleetctl destroy \"$@\" && fleetctl start \"$@\"'
+  UNITGEN_ETCD_PASSWORD_FILE=/etc/unitgen/etcd.pw unitgen watch --etcd-user unitgen
+
+Each batch of changes prints the rewritten unit paths, one per line, and runs --exec once
+with them as arguments. A referenced key that disappears is reported, and the last good
+units stay. SIGINT or SIGTERM stops the watch.")]
+    Watch(WatchArgs),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -114,8 +126,66 @@ pub struct SpecArgs {
     )]
     pub spec: PathBuf,
     /// YAML map of etcd key to value, used instead of etcd (offline renders, CI)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "etcd_endpoints")]
     pub values: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// How `unitgen` reaches etcd; each overrides the spec's `etcd:` section.
+/// The password is never a flag (it would show in `ps`): it comes from
+/// `UNITGEN_ETCD_PASSWORD` or a file.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "etcd")]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated (default: the spec's `etcd.endpoints`)
+    #[arg(
+        long,
+        value_name = "URLS",
+        env = "UNITGEN_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// CA certificate (PEM) for https:// endpoints
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM)
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Client key (PEM)
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// User for etcd authentication; the password comes from
+    /// UNITGEN_ETCD_PASSWORD or --etcd-password-file
+    #[arg(long, value_name = "USER", env = "UNITGEN_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd password
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Connect and request timeout, e.g. `5s`
+    #[arg(long, value_name = "SPAN", env = "UNITGEN_ETCD_TIMEOUT")]
+    pub etcd_timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The output folder
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "units"
+    )]
+    pub output: PathBuf,
+    /// Shell command run once per batch of changes; the changed unit paths
+    /// are its arguments ("$@")
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Wait this long after a change for more before re-rendering, e.g. `200ms`
+    #[arg(long, value_name = "SPAN", default_value = "200ms")]
+    pub debounce: String,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,12 @@ pub enum Error {
     /// `render --check` found differences (the diff is already printed).
     #[error("{0}")]
     Drift(String),
+    /// A command-line value is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// etcd could not answer (unreachable, TLS, auth, timeout).
+    #[error("{0}")]
+    Etcd(#[from] crate::etcd::EtcdError),
     /// A template failed: always a bug in unitgen, never the user's input.
     #[error(
         "internal error rendering {template}: {message}; this is a bug in unitgen, please report it"
@@ -66,6 +72,8 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::ReadSpec { .. } | Error::ReadValues { .. } => 2,
+            Error::Etcd(crate::etcd::EtcdError::Config(_)) | Error::Usage(_) => 2,
+            Error::Etcd(_) => 1,
             Error::Io { .. } | Error::Output { .. } | Error::Drift(_) | Error::Template { .. } => 1,
         }
     }

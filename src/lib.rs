@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod error;
 pub mod escape;
+pub mod etcd;
 pub mod job;
 pub mod model;
 pub mod output;
@@ -21,6 +22,7 @@ pub mod source;
 pub mod spec;
 pub mod timespan;
 pub mod validate;
+pub mod watch;
 
 use std::path::Path;
 
@@ -29,34 +31,64 @@ use render::{Renderer, UnitFile};
 use resolve::Values;
 use source::{KeyPath, Source};
 
-/// Reads, validates and renders a spec: everything but writing. Every
-/// problem is reported at once, and nothing is touched on disk.
-pub fn render_spec(spec_path: &Path, values: &Values) -> Result<Vec<UnitFile>, Error> {
+/// A spec read and decoded once, rendered as often as values change.
+pub struct Loaded {
+    pub src: Source,
+    decoded: source::Decoded<spec::Spec>,
+}
+
+/// Reads and decodes a spec. Decoding problems are kept and reported by
+/// [`Loaded::render`], together with everything validation finds.
+pub fn load(spec_path: &Path) -> Result<Loaded, Error> {
     let src = Source::read(spec_path)?;
     let decoded = src.decode::<spec::Spec>();
-    let mut problems = decoded.problems.clone();
-    // Validate whatever could be decoded, so that one wrong type does not
-    // hide, say, a name collision elsewhere in the spec.
-    let model = match &decoded.value {
-        Some(spec) => match validate::validate(spec, &src, values) {
-            Ok(model) => Some(model),
-            Err(found) => {
-                problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
-                None
-            }
-        },
-        None => None,
-    };
-    let model = match model {
-        Some(model) if problems.is_empty() => model,
-        _ => {
-            // In file order, as an editor lists them.
-            problems.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.col)));
-            return Err(Error::Invalid(problems));
-        }
-    };
-    let files = Renderer::new().render(&model)?;
+    Ok(Loaded { src, decoded })
+}
 
+/// Reads, validates and renders a spec with `values`: everything but
+/// writing. Every problem is reported at once, and nothing is touched.
+pub fn render_spec(spec_path: &Path, values: &Values) -> Result<Vec<UnitFile>, Error> {
+    load(spec_path)?.render(values)
+}
+
+impl Loaded {
+    /// The spec, as far as it could be decoded.
+    pub fn spec(&self) -> Option<&spec::Spec> {
+        self.decoded.value.as_ref()
+    }
+
+    /// Validates and renders with `values`; nothing is touched on disk.
+    pub fn render(&self, values: &Values) -> Result<Vec<UnitFile>, Error> {
+        let src = &self.src;
+        let decoded = &self.decoded;
+        let mut problems = decoded.problems.clone();
+        // Validate whatever could be decoded, so that one wrong type does not
+        // hide, say, a name collision elsewhere in the spec.
+        let model = match &decoded.value {
+            Some(spec) => match validate::validate(spec, src, values) {
+                Ok(model) => Some(model),
+                Err(found) => {
+                    problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
+                    None
+                }
+            },
+            None => None,
+        };
+        let model = match model {
+            Some(model) if problems.is_empty() => model,
+            _ => {
+                // In file order, as an editor lists them.
+                problems.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.col)));
+                return Err(Error::Invalid(problems));
+            }
+        };
+        let files = Renderer::new().render(&model)?;
+        fleet_line_check(src, &model, &files)?;
+        Ok(files)
+    }
+}
+
+fn fleet_line_check(src: &Source, model: &model::Model, files: &[UnitFile]) -> Result<(), Error> {
     let fleet_jobs: std::collections::HashSet<&str> = model
         .jobs
         .iter()
@@ -79,8 +111,9 @@ pub fn render_spec(spec_path: &Path, values: &Values) -> Result<Vec<UnitFile>, E
             ))
         })
         .collect();
-    if !problems.is_empty() {
-        return Err(Error::Invalid(problems));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(problems))
     }
-    Ok(files)
 }

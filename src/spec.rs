@@ -37,9 +37,60 @@ pub type Spec = SpecOf<Job>;
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
-    /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
+    /// etcd client URLs, e.g. `http://127.0.0.1:2379`, where `unitgen`
+    /// reads values (and, unless `runner` says otherwise, where the runner
+    /// reads secrets). `--etcd-endpoints` overrides them.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// TLS for `unitgen`'s connection; paths are relative to the spec.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+    /// User for etcd authentication. The password never goes in the spec:
+    /// it comes from `UNITGEN_ETCD_PASSWORD` or `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the etcd password (relative to the spec).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// How long connecting or one request may take, e.g. `5s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// How the runner reaches etcd from inside its container.
+    #[serde(default)]
+    pub runner: Option<RunnerEtcd>,
+}
+
+/// TLS files for an etcd connection.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// CA bundle that signed the etcd server's certificate (PEM).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// Client key (PEM), with `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+/// etcd as the runner sees it, inside its container: paths are inside the
+/// container (mount them with `container.volumes`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerEtcd {
+    /// Endpoints the container can reach, e.g. the docker0 address
+    /// `http://172.17.0.1:2379`. Default: `etcd.endpoints`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File inside the container holding the etcd password.
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 /// Where the units run.

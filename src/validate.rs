@@ -37,7 +37,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
             ),
         );
     }
-    let endpoints = etcd_endpoints(&mut cx, spec);
+    let runner_etcd = runner_etcd(&mut cx, spec);
     if spec.jobs.is_empty() {
         cx.err(&root.key("jobs"), "no jobs; add at least one under `jobs:`");
     }
@@ -60,7 +60,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
             name,
             job,
             &spec.defaults,
-            &endpoints,
+            &runner_etcd,
             &path,
             &mut seen_containers,
         ) {
@@ -84,23 +84,112 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
     }
 }
 
-fn etcd_endpoints(cx: &mut Cx, spec: &Spec) -> Vec<String> {
+/// How the runner reaches etcd from inside its container: endpoints
+/// (`etcd.runner.endpoints`, else `etcd.endpoints`) and connection flags.
+#[derive(Default)]
+struct RunnerEtcdArgs {
+    endpoints: Vec<String>,
+    /// Where the endpoints were written, for errors about them.
+    path: Option<KeyPath>,
+    flags: Vec<(&'static str, String)>,
+}
+
+fn runner_etcd(cx: &mut Cx, spec: &Spec) -> RunnerEtcdArgs {
     let Some(etcd) = &spec.etcd else {
-        return Vec::new();
+        return RunnerEtcdArgs::default();
     };
-    let path = KeyPath::root().key("etcd").key("endpoints");
-    let mut out = Vec::new();
-    for (i, url) in etcd.endpoints.iter().enumerate() {
-        if !is_http_url(url) {
+    let root = KeyPath::root().key("etcd");
+    let mut check = |list: &[String], path: &KeyPath| -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, url) in list.iter().enumerate() {
+            if !is_http_url(url) {
+                cx.err(
+                    &path.index(i),
+                    format!("`{}` is not an http:// or https:// URL", shown(url)),
+                );
+            } else {
+                out.push(url.clone());
+            }
+        }
+        out
+    };
+    let own = check(&etcd.endpoints, &root.key("endpoints"));
+    let mut args = RunnerEtcdArgs {
+        endpoints: own,
+        path: Some(root.key("endpoints")),
+        flags: Vec::new(),
+    };
+    let Some(runner) = &etcd.runner else {
+        return args;
+    };
+    let rp = root.key("runner");
+    if !runner.endpoints.is_empty() {
+        args.endpoints = check(&runner.endpoints, &rp.key("endpoints"));
+        args.path = Some(rp.key("endpoints"));
+    }
+    let tls = runner.tls.clone().unwrap_or_default();
+    let files = [
+        (
+            "--etcd-ca-file",
+            tls.ca_file.as_ref(),
+            rp.key("tls").key("ca_file"),
+        ),
+        (
+            "--etcd-cert-file",
+            tls.cert_file.as_ref(),
+            rp.key("tls").key("cert_file"),
+        ),
+        (
+            "--etcd-key-file",
+            tls.key_file.as_ref(),
+            rp.key("tls").key("key_file"),
+        ),
+        (
+            "--etcd-password-file",
+            runner.password_file.as_ref(),
+            rp.key("password_file"),
+        ),
+    ];
+    for (flag, value, path) in files {
+        let Some(value) = value else { continue };
+        if let Err(e) = escape::reject_line_breaks(value) {
+            cx.err(&path, format!("value {e}"));
+        } else if !value.starts_with('/') {
             cx.err(
-                &path.index(i),
-                format!("`{url}` is not an http:// or https:// URL"),
+                &path,
+                format!("`{}` must be an absolute path inside the runner's container (mount it with `container.volumes`)", shown(value)),
             );
         } else {
-            out.push(url.clone());
+            args.flags.push((flag, value.clone()));
         }
     }
-    out
+    if let Some(user) = &runner.username {
+        match escape::reject_line_breaks(user) {
+            Err(e) => cx.err(&rp.key("username"), format!("value {e}")),
+            Ok(()) => args.flags.push(("--etcd-user", user.clone())),
+        }
+    }
+    if (tls.cert_file.is_some()) != (tls.key_file.is_some()) {
+        cx.err(
+            &rp.key("tls"),
+            "a client certificate needs both `cert_file` and `key_file`",
+        );
+    }
+    args
+}
+
+/// Whether a URL's host is this machine's loopback, which inside a
+/// container on a bridge network is the container itself.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost") || host.starts_with("127.") || host == "::1"
 }
 
 struct Cx<'a> {
@@ -124,6 +213,8 @@ struct Container {
     volumes: Vec<ExecWord>,
     /// The command run in the image: the runner and its steps, or the spec's own.
     command: Vec<Vec<ExecWord>>,
+    /// Whether `command` is unitgen-runner's.
+    runner: bool,
 }
 
 impl Cx<'_> {
@@ -206,7 +297,8 @@ impl Cx<'_> {
             return None;
         }
         if !self.values.exists(key) {
-            self.err(path, format!("secret's etcd key `{key}` does not exist; store it with `etcdctl put {key} VALUE`"));
+            let message = self.values.missing(key);
+            self.err(path, message);
             return None;
         }
         Some(key.clone())
@@ -254,7 +346,7 @@ impl Cx<'_> {
         name: &'s str,
         job: &Job,
         defaults: &Defaults,
-        endpoints: &[String],
+        etcd: &RunnerEtcdArgs,
         path: &KeyPath,
         containers: &mut HashMap<String, &'s str>,
     ) -> Option<JobUnits> {
@@ -310,7 +402,7 @@ impl Cx<'_> {
         };
         let timeout = self.timespan(value, &p);
 
-        let payload = self.payload(name, job, defaults, endpoints, path);
+        let payload = self.payload(name, job, defaults, etcd, path);
         let mut after = Vec::new();
         let mut requires = Vec::new();
         if matches!(payload, Some(Payload::Container(_))) {
@@ -400,6 +492,14 @@ impl Cx<'_> {
                     run.group([
                         ExecWord::literal("--env"),
                         ExecWord::new(&format!("{k}={v}")).ok()?,
+                    ]);
+                }
+                if c.runner {
+                    // The runner prefixes its log lines with a syslog
+                    // priority when it sees this (set by systemd).
+                    run.group([
+                        ExecWord::literal("--env"),
+                        ExecWord::literal("JOURNAL_STREAM"),
                     ]);
                 }
                 run.group([c.image]);
@@ -595,7 +695,7 @@ impl Cx<'_> {
         name: &str,
         job: &Job,
         defaults: &Defaults,
-        endpoints: &[String],
+        etcd: &RunnerEtcdArgs,
         path: &KeyPath,
     ) -> Option<Payload> {
         if let Some(command) = &job.command {
@@ -643,7 +743,7 @@ impl Cx<'_> {
                 }
                 vec![words]
             }
-            None => self.runner_command(name, job, defaults, endpoints, path)?,
+            None => self.runner_command(name, job, defaults, etcd, path)?,
         };
         let image_path = if spec.image.is_some() {
             cpath.key("image")
@@ -727,6 +827,7 @@ impl Cx<'_> {
             links,
             volumes,
             command,
+            runner: spec.command.is_none(),
         }))
     }
 
@@ -737,7 +838,7 @@ impl Cx<'_> {
         name: &str,
         job: &Job,
         defaults: &Defaults,
-        endpoints: &[String],
+        etcd: &RunnerEtcdArgs,
         path: &KeyPath,
     ) -> Option<Vec<Vec<ExecWord>>> {
         let rp = KeyPath::root().key("defaults").key("runner");
@@ -759,18 +860,39 @@ impl Cx<'_> {
             self.word(name, path)?,
         ]];
         if steps.iter().any(RunnerStep::reads_etcd) {
-            if endpoints.is_empty() {
+            if etcd.endpoints.is_empty() {
                 self.key_err(
                     path,
                     "steps read secrets from etcd at run time, but `etcd.endpoints` is empty",
                 );
                 return None;
             }
-            for e in endpoints {
+            let host_network = job
+                .container
+                .as_ref()
+                .and_then(|c| c.network.as_ref())
+                .is_some_and(|n| matches!(n, Str::Literal(n) if n == "host"));
+            if !host_network && let Some(e) = etcd.endpoints.iter().find(|e| is_loopback_url(e)) {
+                let at = etcd.path.clone().unwrap_or_else(|| path.clone());
+                self.err(
+                    &at,
+                    format!(
+                        "job `{name}` reads secrets from etcd inside its container, where `{}` is the container itself, \
+                         not the host; set `etcd.runner.endpoints` to an address the container can reach \
+                         (the docker0 address, e.g. http://172.17.0.1:2379), or use `container.network: host`",
+                        shown(e)
+                    ),
+                );
+                return None;
+            }
+            for e in &etcd.endpoints {
                 groups.push(vec![
                     ExecWord::literal("--etcd-endpoint"),
                     self.word(e, path)?,
                 ]);
+            }
+            for (flag, value) in &etcd.flags {
+                groups.push(vec![ExecWord::literal(flag), self.word(value, path)?]);
             }
         }
         for step in &steps {
@@ -900,7 +1022,8 @@ impl Cx<'_> {
                     for leaf in ["access-key-id", "secret-access-key"] {
                         let key = format!("{prefix}{leaf}");
                         if !self.values.exists(&key) {
-                            self.err(&p, format!("secret's etcd key `{key}` does not exist; store it with `etcdctl put {key} VALUE`"));
+                            let message = self.values.missing(&key);
+                            self.err(&p, message);
                             ok = false;
                         }
                     }
@@ -933,6 +1056,12 @@ impl Cx<'_> {
             }
             !empty
         });
+        if retention.is_some() && s.wait.is_none() {
+            self.key_err(
+                &path.key("retention"),
+                "retention prunes only after the new snapshot has completed, so it needs `wait` (e.g. `wait: 30min`)",
+            );
+        }
         let endpoint = self.opt_str(s.endpoint.as_ref(), &path.key("endpoint"));
         if let Some(e) = &endpoint
             && !is_http_url(e)
@@ -1179,7 +1308,7 @@ fn shown(value: &str) -> String {
     s.escape_debug().to_string()
 }
 
-fn is_http_url(url: &str) -> bool {
+pub fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));

@@ -1,0 +1,408 @@
+//! `unitgen watch`: keep rendered units in step with etcd and the spec.
+//!
+//! Renders once, then watches exactly the etcd keys the spec references
+//! (one watch per key on a single stream) and polls the spec file. Changes
+//! are applied to the in-memory values as they arrive; after a quiet
+//! `--debounce` window the spec is rendered again, only units whose bytes
+//! changed are rewritten (atomically), their paths are printed, and
+//! `--exec` runs once with them. A lost connection is re-established with
+//! backoff and the watch resumes after the last revision seen; a compacted
+//! revision means a full re-read. A render that fails (a key was deleted)
+//! is reported and the last good units stay.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{EventType, WatchOptions, WatchStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until};
+
+use crate::Loaded;
+use crate::cli::WatchArgs;
+use crate::error::Error;
+use crate::resolve::{ValueSource, Values, resolve};
+
+const SPEC_POLL: Duration = Duration::from_millis(500);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A steady stream of changes still renders at least this often.
+const MAX_DELAY_FACTOR: u32 = 10;
+
+pub fn run(args: &WatchArgs) -> Result<(), Error> {
+    let debounce = match crate::timespan::parse(&args.debounce) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return Err(Error::Usage(
+                "--debounce must be a finite time span such as `200ms`".into(),
+            ));
+        }
+        Err(e) => return Err(Error::Usage(format!("--debounce {e}"))),
+    };
+    crate::app::runtime()?.block_on(async {
+        let mut watcher = Watcher::start(args, debounce).await?;
+        watcher.run().await
+    })
+}
+
+fn note(message: impl std::fmt::Display) {
+    eprintln!("unitgen watch: {message}");
+}
+
+struct Watcher<'a> {
+    args: &'a WatchArgs,
+    debounce: Duration,
+    loaded: Loaded,
+    /// What the spec (and a values file) held when last loaded.
+    inputs: Vec<Option<Vec<u8>>>,
+    source: ValueSource,
+    values: Values,
+    /// The last etcd revision whose changes are applied.
+    revision: i64,
+    /// The keys the open watch covers.
+    watched: BTreeSet<String>,
+    /// Forget every value before the next render (spec change, compaction).
+    reread: bool,
+}
+
+impl<'a> Watcher<'a> {
+    /// The first render: any failure here ends the command.
+    async fn start(args: &'a WatchArgs, debounce: Duration) -> Result<Watcher<'a>, Error> {
+        let loaded = crate::load(&args.spec.spec)?;
+        let source = crate::app::value_source(&args.spec, &loaded)?;
+        let values = source.values();
+        let mut watcher = Watcher {
+            args,
+            debounce,
+            loaded,
+            inputs: Vec::new(),
+            source,
+            values,
+            revision: 0,
+            watched: BTreeSet::new(),
+            reread: false,
+        };
+        watcher.inputs = watcher.read_inputs();
+        let files = watcher.resolve().await??;
+        watcher.publish(&files).await?;
+        Ok(watcher)
+    }
+
+    fn input_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.args.spec.spec.clone()];
+        paths.extend(self.args.spec.values.clone());
+        paths
+    }
+
+    fn read_inputs(&self) -> Vec<Option<Vec<u8>>> {
+        self.input_paths()
+            .iter()
+            .map(|p| std::fs::read(p).ok())
+            .collect()
+    }
+
+    /// Resolves (fetching what is not known yet) and renders. The outer
+    /// error is etcd's; the inner one the spec's.
+    async fn resolve(&mut self) -> Result<Result<Vec<crate::render::UnitFile>, Error>, Error> {
+        if self.reread {
+            self.values.clear();
+        }
+        let loaded = &self.loaded;
+        let result = resolve(&mut self.values, &mut self.source, |v| loaded.render(v)).await;
+        if let ValueSource::Etcd(e) = &mut self.source {
+            let fetched_at = e.take_revision();
+            if self.reread || self.revision == 0 {
+                self.revision = fetched_at;
+            }
+        }
+        if result.is_ok() {
+            self.reread = false;
+        }
+        result
+    }
+
+    /// Writes what changed, prints it, runs the hook.
+    async fn publish(&mut self, files: &[crate::render::UnitFile]) -> Result<(), Error> {
+        let written = crate::output::write(&self.args.output, files)?;
+        let mut out = std::io::stdout().lock();
+        for path in written.changed.iter().chain(&written.removed) {
+            let _ = writeln!(out, "{}", path.display());
+        }
+        let _ = out.flush();
+        drop(out);
+        let mut changed = written.changed;
+        changed.extend(written.removed);
+        if let (Some(cmd), false) = (&self.args.exec, changed.is_empty()) {
+            let status = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .arg("unitgen-watch")
+                .args(&changed)
+                .status()
+                .await;
+            match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => note(format!("--exec failed ({s})")),
+                Err(e) => note(format!("--exec could not start: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders again after changes; a failure keeps the last good units.
+    async fn rerender(&mut self) -> Result<(), Error> {
+        match self.resolve().await {
+            Err(e) => Err(e),
+            Ok(Err(Error::Invalid(problems))) => {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                note(format!(
+                    "keeping the last good units in {}",
+                    self.args.output.display()
+                ));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                note(format!(
+                    "keeping the last good units in {}",
+                    self.args.output.display()
+                ));
+                Ok(())
+            }
+            Ok(Ok(files)) => {
+                if let Err(e) = self.publish(&files).await {
+                    eprintln!("error: {e}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens one watch stream covering every referenced key, resuming
+    /// after the last revision applied.
+    async fn open(&mut self) -> Result<Option<WatchStream>, Error> {
+        let keys: BTreeSet<String> = self.values.requested().into_keys().collect();
+        let ValueSource::Etcd(source) = &mut self.source else {
+            return Ok(None);
+        };
+        self.watched = keys.clone();
+        let Some(first) = keys.first() else {
+            return Ok(None);
+        };
+        let etcd = source.connect().await?;
+        let options = || WatchOptions::new().with_start_revision(self.revision + 1);
+        let mut client = etcd.client();
+        let watch = async {
+            let mut stream = client.watch(first.as_str(), Some(options())).await?;
+            for key in keys.iter().skip(1) {
+                stream.watch(key.as_str(), Some(options())).await?;
+            }
+            Ok::<_, etcd_client::Error>(stream)
+        };
+        match tokio::time::timeout(crate::etcd::DEFAULT_TIMEOUT, watch).await {
+            Ok(Ok(stream)) => Ok(Some(stream)),
+            Ok(Err(e)) => Err(Error::Etcd(crate::etcd::EtcdError::Unreachable {
+                endpoints: etcd.endpoints().to_owned(),
+                detail: e.to_string(),
+            })),
+            Err(_) => Err(Error::Etcd(crate::etcd::EtcdError::Timeout {
+                endpoints: etcd.endpoints().to_owned(),
+                timeout: crate::etcd::DEFAULT_TIMEOUT,
+            })),
+        }
+    }
+
+    fn is_etcd(&self) -> bool {
+        matches!(self.source, ValueSource::Etcd(_))
+    }
+
+    /// Applies a watch response; returns whether a referenced value changed.
+    fn apply(&mut self, response: &etcd_client::WatchResponse) -> Applied {
+        if response.compact_revision() > 0 {
+            return Applied::Compacted;
+        }
+        if response.canceled() {
+            return Applied::Lost(format!("watch canceled: {}", response.cancel_reason()));
+        }
+        let mut changed = false;
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = std::str::from_utf8(kv.key()) else {
+                continue;
+            };
+            self.revision = self.revision.max(kv.mod_revision());
+            let value = match event.event_type() {
+                EventType::Delete => None,
+                EventType::Put => match std::str::from_utf8(kv.value()) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        note(format!("etcd key `{key}` does not hold UTF-8 text"));
+                        None
+                    }
+                },
+            };
+            changed |= self.values.apply(key, value);
+        }
+        if changed {
+            Applied::Changed
+        } else {
+            Applied::Nothing
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), Error> {
+        let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+        let mut stream: Option<WatchStream> = None;
+        let mut backoff = MIN_BACKOFF;
+        let mut retry_at: Option<Instant> = self.is_etcd().then(Instant::now);
+        let mut lost = false;
+        // When to render: after the debounce window, but no later than
+        // MAX_DELAY_FACTOR windows after the first pending change.
+        let mut render_at: Option<Instant> = None;
+        let mut first_pending: Option<Instant> = None;
+        let mut poll = tokio::time::interval(SPEC_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let far = || Instant::now() + Duration::from_secs(86_400);
+
+        loop {
+            if stream.is_none() && retry_at.is_some_and(|t| t <= Instant::now()) {
+                match self.open().await {
+                    Ok(s) => {
+                        if lost {
+                            note("etcd is back; resuming the watch");
+                            lost = false;
+                        }
+                        if s.is_some() {
+                            note(format!(
+                                "watching {} etcd key(s) from revision {}",
+                                self.watched.len(),
+                                self.revision + 1
+                            ));
+                        }
+                        stream = s;
+                        retry_at = None;
+                        backoff = MIN_BACKOFF;
+                    }
+                    Err(e) => {
+                        if !lost {
+                            eprintln!("error: {e}");
+                            note("retrying with backoff; the units stay as they are");
+                            lost = true;
+                        }
+                        if let ValueSource::Etcd(s) = &mut self.source {
+                            s.disconnect();
+                        }
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+
+            let debounce = self.debounce;
+            let schedule = |render_at: &mut Option<Instant>, first: &mut Option<Instant>| {
+                let now = Instant::now();
+                let first = *first.get_or_insert(now);
+                let latest = first + debounce * MAX_DELAY_FACTOR;
+                *render_at = Some((now + debounce).min(latest));
+            };
+
+            tokio::select! {
+                _ = sigint.recv() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+                _ = poll.tick() => {
+                    let inputs = self.read_inputs();
+                    if inputs != self.inputs {
+                        self.inputs = inputs;
+                        match crate::load(&self.args.spec.spec) {
+                            Ok(loaded) => {
+                                note(format!("{} changed; rendering again", self.args.spec.spec.display()));
+                                self.loaded = loaded;
+                                if let Some(path) = &self.args.spec.values {
+                                    match crate::resolve::ValuesFile::read(path) {
+                                        Ok(file) => self.source = ValueSource::File(file, path.display().to_string()),
+                                        Err(e) => eprintln!("error: {e}"),
+                                    }
+                                }
+                                self.reread = true;
+                                schedule(&mut render_at, &mut first_pending);
+                            }
+                            Err(e) => eprintln!("error: {e}"),
+                        }
+                    }
+                }
+                message = next(&mut stream) => {
+                    let outcome = match message {
+                        Ok(Some(response)) => self.apply(&response),
+                        Ok(None) => Applied::Lost("the watch stream ended".into()),
+                        Err(e) => Applied::Lost(e.to_string()),
+                    };
+                    match outcome {
+                        Applied::Nothing => {}
+                        Applied::Changed => schedule(&mut render_at, &mut first_pending),
+                        Applied::Compacted => {
+                            note("etcd compacted past the last revision seen; reading every key again");
+                            self.reread = true;
+                            stream = None;
+                            render_at = Some(Instant::now());
+                        }
+                        Applied::Lost(why) => {
+                            note(format!("lost the etcd watch ({}); reconnecting", why.replace('\n', " ")));
+                            lost = true;
+                            stream = None;
+                            if let ValueSource::Etcd(s) = &mut self.source {
+                                s.disconnect();
+                            }
+                            retry_at = Some(Instant::now() + backoff);
+                        }
+                    }
+                }
+                _ = sleep_until(render_at.unwrap_or_else(far)), if render_at.is_some() => {
+                    render_at = None;
+                    first_pending = None;
+                    match self.rerender().await {
+                        Ok(()) => {
+                            let keys: BTreeSet<String> = self.values.requested().into_keys().collect();
+                            if self.is_etcd() && (keys != self.watched || stream.is_none()) {
+                                stream = None;
+                                retry_at = Some(Instant::now());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            note("will render again once etcd answers");
+                            if let ValueSource::Etcd(s) = &mut self.source {
+                                s.disconnect();
+                            }
+                            stream = None;
+                            lost = true;
+                            retry_at = Some(Instant::now() + backoff);
+                            render_at = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+                _ = sleep_until(retry_at.unwrap_or_else(far)), if stream.is_none() && retry_at.is_some() => {}
+            }
+        }
+    }
+}
+
+enum Applied {
+    Nothing,
+    Changed,
+    Compacted,
+    Lost(String),
+}
+
+async fn next(
+    stream: &mut Option<WatchStream>,
+) -> Result<Option<etcd_client::WatchResponse>, etcd_client::Error> {
+    match stream {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}
