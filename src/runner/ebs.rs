@@ -173,7 +173,7 @@ pub enum EbsError {
         waited: String,
     },
     /// Retention could not delete some snapshots; the rest were deleted.
-    #[error("{} of {} snapshots retention chose could not be deleted: {}", failed.len(), failed.len() + deleted.len(), list_failures(failed))]
+    #[error("retention could not delete {} of the {} snapshots it chose: {}", failed.len(), failed.len() + deleted.len(), list_failures(failed))]
     DeleteFailed {
         failed: Vec<(String, ApiError)>,
         deleted: Vec<String>,
@@ -302,11 +302,11 @@ pub async fn run<A: Ec2Api>(
         let Some(policy) = plan.retention else {
             return Ok(Outcome::default());
         };
-        let decisions = prune(api, job_name, volume, policy, None, true).await?;
+        let (decisions, deleted) = prune(api, job_name, volume, policy, None, true).await?;
         return Ok(Outcome {
             created: None,
-            decisions: decisions.0,
-            deleted: decisions.1,
+            decisions,
+            deleted,
         });
     }
 
@@ -1300,7 +1300,7 @@ mod tests {
         assert!(!err.is_config());
         assert_eq!(
             err.to_string(),
-            "1 of 4 snapshots retention chose could not be deleted: snap-old-03 \
+            "retention could not delete 1 of the 4 snapshots it chose: snap-old-03 \
              (InvalidSnapshot.InUse: The snapshot snap-old-03 is currently in use by ami-1)"
         );
         let EbsError::DeleteFailed { deleted, .. } = &err else {
