@@ -154,16 +154,14 @@ pub enum EbsError {
     /// An EC2 call failed; `what` names the operation and its subject.
     #[error("{what} failed: {error}")]
     Api { what: String, error: ApiError },
-    #[error(
-        "snapshot {snapshot} of {volume} failed (state `error`): {message}; retention did not run"
-    )]
+    #[error("snapshot {snapshot} of {volume} failed (state `error`): {message}")]
     SnapshotFailed {
         snapshot: String,
         volume: String,
         message: String,
     },
     #[error(
-        "snapshot {snapshot} of {volume} was still {state} ({progress}) after {waited} (the job's `wait`); retention did not run"
+        "snapshot {snapshot} of {volume} was still {state} ({progress}) after {waited} (the job's `wait`)"
     )]
     WaitTimeout {
         snapshot: String,
@@ -332,7 +330,15 @@ pub async fn run<A: Ec2Api>(
             ..Outcome::default()
         });
     };
-    let done = wait_completed(api, created, volume, limit, opts.poll_interval).await?;
+    let done = match wait_completed(api, created, volume, limit, opts.poll_interval).await {
+        Ok(done) => done,
+        Err(e) => {
+            if plan.retention.is_some() {
+                log::warn("retention skipped: the new snapshot did not complete");
+            }
+            return Err(e);
+        }
+    };
     let Some(policy) = plan.retention else {
         return Ok(Outcome {
             created: Some(done.id),
@@ -1167,7 +1173,7 @@ mod tests {
         assert!(!err.is_config());
         assert_eq!(
             err.to_string(),
-            "snapshot snap-new-1 of vol-0123 failed (state `error`): volume went away; retention did not run"
+            "snapshot snap-new-1 of vol-0123 failed (state `error`): volume went away"
         );
         assert_eq!(fake.count("list"), 0);
         assert_eq!(fake.count("delete"), 0);
@@ -1200,10 +1206,7 @@ mod tests {
             text.starts_with("snapshot snap-new-1 of vol-0123 was still pending ("),
             "{text}"
         );
-        assert!(
-            text.ends_with("after 300ms (the job's `wait`); retention did not run"),
-            "{text}"
-        );
+        assert!(text.ends_with("after 300ms (the job's `wait`)"), "{text}");
         // 200 + 100 ms: the last nap ends at the deadline, for a last look.
         assert_eq!(fake.count("describe"), 2);
         assert_eq!(fake.count("list"), 0);
