@@ -1,1 +1,130 @@
 //! Starts a real moto for the tests; stopped on drop.
+//!
+//! One server per test: it is ready in about half a second, tests stay
+//! independent, and nothing can outlive the test process (a server shared
+//! through a static would never be dropped). A server that cannot start
+//! fails the test with its own output: these tests never skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    child: Child,
+    port: u16,
+    /// moto's stdout and stderr, shown when it fails.
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// With extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to
+    /// make moto check credentials.
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        // A port picked here may be taken before moto binds it: retry then.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().expect("moto log file");
+            let child = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log.reopen().unwrap())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run moto_server ({e}): these tests need a real moto \
+                         (pip install 'moto[server]'); they never pass without it"
+                    )
+                });
+            let mut moto = Moto { child, port, log };
+            match moto.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return moto,
+                Err(why) => {
+                    last_log = format!("{why}\n{}", read(moto.log.path()));
+                    if !last_log.contains("Address already in use") {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("moto_server did not start:\n{last_log}");
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(format!("moto_server exited with {status}"));
+            }
+            if let Ok(status) = request(self.port, "GET", "/moto-api/")
+                && status == 200
+            {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(format!("moto_server did not answer within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Forgets every resource (POST /moto-api/reset).
+    pub fn reset(&self) {
+        let status = request(self.port, "POST", "/moto-api/reset")
+            .unwrap_or_else(|e| panic!("moto reset: {e}\n{}", read(self.log.path())));
+        assert_eq!(status, 200, "moto reset");
+    }
+
+    /// What moto printed so far (its request log).
+    pub fn output(&self) -> String {
+        read(self.log.path())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn read(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// A bodiless HTTP/1.1 request; returns the status code.
+fn request(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))
+}
