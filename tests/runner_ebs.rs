@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, ResourceType, Tag, TagSpecification};
-use common::moto::Moto;
+use common::moto::{Moto, new_volume};
 use unitgen::job::{RetentionPolicy, RunnerCredentials, SnapshotJob};
 use unitgen::runner::ebs::{
     self, AwsEc2, AwsKeys, EbsError, MANAGED_BY, Options, TAG_JOB, TAG_MANAGED_BY, TAG_VOLUME,
@@ -33,34 +33,6 @@ fn keys() -> AwsKeys {
 
 async fn step_api(moto: &Moto) -> AwsEc2 {
     ebs::aws_ec2(REGION, Some(&moto.endpoint()), Some(keys())).await
-}
-
-/// A plain SDK client, for setting the scene and checking it.
-async fn sdk(moto: &Moto) -> aws_sdk_ec2::Client {
-    use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .http_client(http)
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .load()
-        .await;
-    aws_sdk_ec2::Client::new(&config)
-}
-
-async fn new_volume(ec2: &aws_sdk_ec2::Client) -> String {
-    let out = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(1)
-        .send()
-        .await
-        .expect("CreateVolume");
-    out.volume_id().unwrap().to_owned()
 }
 
 fn ours(volume: &str) -> Vec<(&'static str, String)> {
@@ -151,7 +123,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn the_snapshot_carries_every_tag_and_the_description() {
     let moto = Moto::start();
-    let ec2 = sdk(&moto).await;
+    let ec2 = moto.sdk().await;
     let volume = new_volume(&ec2).await;
 
     let out = ebs::run(&step_api(&moto).await, JOB, &job(&volume, None), &opts())
@@ -193,7 +165,7 @@ async fn the_snapshot_carries_every_tag_and_the_description() {
 #[tokio::test]
 async fn retention_deletes_only_our_snapshots_beyond_the_policy() {
     let moto = Moto::start();
-    let ec2 = sdk(&moto).await;
+    let ec2 = moto.sdk().await;
     let volume = new_volume(&ec2).await;
     let other_volume = new_volume(&ec2).await;
 
@@ -267,7 +239,7 @@ async fn retention_deletes_only_our_snapshots_beyond_the_policy() {
 #[tokio::test]
 async fn a_dry_run_creates_and_deletes_nothing_and_reports_what_it_would_delete() {
     let moto = Moto::start();
-    let ec2 = sdk(&moto).await;
+    let ec2 = moto.sdk().await;
     let volume = new_volume(&ec2).await;
     let old1 = snapshot(&ec2, &volume, &ours(&volume)).await;
     let old2 = snapshot(&ec2, &volume, &ours(&volume)).await;
@@ -301,7 +273,7 @@ async fn a_dry_run_creates_and_deletes_nothing_and_reports_what_it_would_delete(
 #[tokio::test]
 async fn a_snapshot_held_by_an_ami_is_reported_and_the_rest_still_deleted() {
     let moto = Moto::start();
-    let ec2 = sdk(&moto).await;
+    let ec2 = moto.sdk().await;
     let volume = new_volume(&ec2).await;
     let old1 = snapshot(&ec2, &volume, &ours(&volume)).await;
     let for_ami = snapshot(&ec2, &volume, &ours(&volume)).await;

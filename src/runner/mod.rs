@@ -3,14 +3,332 @@
 //! The unit is the only thing fleet ships, so the runner takes its whole
 //! job from its command line (one JSON object per `--step`, see
 //! [`crate::job`]); secrets are read from etcd at run time and live only in
-//! [`crate::secret::SecretString`]s.
+//! [`crate::secret::SecretString`]s. Steps run in order; the first that
+//! fails stops the run, so a failed wallet backup never leads to a
+//! snapshot, and a failed snapshot never to pruning.
 
 pub mod ebs;
 pub mod log;
 pub mod retention;
 pub mod rpc;
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::etcd::{Etcd, Settings};
+use crate::job::{RunnerCredentials, RunnerStep};
+use crate::secret::SecretString;
+
+/// Exit status when a step failed (or etcd could not be read).
+pub const EXIT_STEP_FAILED: i32 = 1;
+/// Exit status when the job itself is wrong: arguments, a step's JSON, a
+/// retention policy, a secret key that does not exist.
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "unitgen-runner",
+    version,
+    about = "Run a unitgen backup job's steps (inside its container)",
+    long_about = "Runs the steps of one backup job in order, as rendered into its unit by \
+`unitgen render`: each --step is one JSON object. Secrets (RPC passwords, AWS keys) are read \
+from etcd at run time; only their keys are on this command line.\n\nExit status: 0 ok, \
+1 a step failed (later steps did not run), 2 the job is misconfigured (nothing ran).",
+    after_help = "\
+Examples:
+  unitgen-runner --job wallet --etcd-endpoint http://172.17.0.1:2379 \\
+    --step '{\"rpc\":{\"url\":\"http://bitcoind:8332/\",\"method\":\"backupwallet\",\"params\":[\"/backups/w.dat\"],\"user\":\"rpc\",\"password_etcd\":\"/bitcoind/rpc/password\"}}'
+  unitgen-runner --dry-run --job wallet --step '{\"ebs_snapshot\":{...}}'   List what retention would delete
+
+Log lines go to stderr, one per event; with JOURNAL_STREAM set (systemd passes it through
+`docker run --env JOURNAL_STREAM`) each carries a syslog priority for journald."
+)]
+pub struct Args {
+    /// The job's name (its unit's name), used in logs and snapshot tags
+    #[arg(long, value_name = "NAME")]
+    pub job: String,
+    /// One step as JSON; repeat for each step, in order
+    #[arg(long = "step", value_name = "JSON", required = true)]
+    pub steps: Vec<String>,
+    /// Change nothing: skip RPC calls, create and delete no snapshot, list
+    /// what retention would delete
+    #[arg(long)]
+    pub dry_run: bool,
+    /// etcd endpoint for secrets; repeat for several
+    #[arg(long = "etcd-endpoint", value_name = "URL")]
+    pub etcd_endpoints: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// etcd connect and request timeout
+    #[arg(long, value_name = "SPAN", default_value = "10s")]
+    pub etcd_timeout: String,
+}
+
+/// Why a run stopped.
+#[derive(Debug)]
+pub enum Failure {
+    /// The job is wrong; nothing ran.
+    Config(String),
+    /// A step (or reading its secrets) failed.
+    Step(String),
+}
+
 /// Entry point of the `unitgen-runner` binary; returns the exit status.
 pub fn main() -> i32 {
-    todo!("runner entry point")
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error(format!("{}: cannot start: {e}", args.job));
+            return EXIT_STEP_FAILED;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => 0,
+        Err(Failure::Config(message)) => {
+            log::error(format!("{}: {message}", args.job));
+            EXIT_CONFIG
+        }
+        Err(Failure::Step(message)) => {
+            log::error(format!("{}: {message}", args.job));
+            EXIT_STEP_FAILED
+        }
+    }
+}
+
+/// A step as parsed, with a name for logs.
+fn step_name(step: &RunnerStep) -> String {
+    match step {
+        RunnerStep::Rpc(rpc) => format!("rpc {}", rpc.method),
+        RunnerStep::EbsSnapshot(s) => format!("ebs_snapshot {}", s.volume_id),
+    }
+}
+
+/// Parses and checks every step before anything runs.
+pub fn parse_steps(raw: &[String]) -> Result<Vec<RunnerStep>, Failure> {
+    let mut steps = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let step: RunnerStep = serde_json::from_str(text).map_err(|e| {
+            Failure::Config(format!(
+                "step {} of {}: not a valid step ({e}); the unit must be rendered by a unitgen \
+                 that matches this runner",
+                i + 1,
+                raw.len()
+            ))
+        })?;
+        if let RunnerStep::EbsSnapshot(s) = &step
+            && let Some(policy) = &s.retention
+        {
+            if policy.is_empty() {
+                return Err(Failure::Config(format!(
+                    "step {} of {} (ebs_snapshot): an empty retention policy would delete every snapshot; refused",
+                    i + 1,
+                    raw.len()
+                )));
+            }
+            if s.wait.is_none() {
+                return Err(Failure::Config(format!(
+                    "step {} of {} (ebs_snapshot): retention needs `wait`, since it prunes only after the new snapshot completed",
+                    i + 1,
+                    raw.len()
+                )));
+            }
+        }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// Secrets each step needs, read before any step runs.
+#[derive(Default)]
+struct Secrets {
+    rpc_password: Vec<Option<SecretString>>,
+    aws: Vec<Option<ebs::AwsKeys>>,
+}
+
+fn etcd_settings(args: &Args) -> Result<Settings, Failure> {
+    let timeout = crate::timespan::parse(&args.etcd_timeout)
+        .map_err(|e| Failure::Config(format!("--etcd-timeout {e}")))?;
+    let password = match std::env::var("UNITGEN_ETCD_PASSWORD") {
+        Ok(p) if !p.is_empty() => Some(SecretString::new(p)),
+        _ => match &args.etcd_password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Failure::Config(format!(
+                        "cannot read the etcd password file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(SecretString::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            None => None,
+        },
+    };
+    Ok(Settings {
+        endpoints: args.etcd_endpoints.clone(),
+        ca_file: args.etcd_ca_file.clone(),
+        cert_file: args.etcd_cert_file.clone(),
+        key_file: args.etcd_key_file.clone(),
+        user: args.etcd_user.clone(),
+        password,
+        timeout: Some(timeout.unwrap_or(Duration::from_secs(3600))),
+    })
+}
+
+async fn read_secrets(args: &Args, steps: &[RunnerStep]) -> Result<Secrets, Failure> {
+    let mut secrets = Secrets::default();
+    if !steps.iter().any(RunnerStep::reads_etcd) {
+        secrets.rpc_password = vec![None; steps.len()];
+        secrets.aws = steps.iter().map(|_| None).collect();
+        return Ok(secrets);
+    }
+    let settings = etcd_settings(args)?;
+    let etcd = Etcd::connect(&settings).await.map_err(etcd_failure)?;
+    for step in steps {
+        let (password, aws) = match step {
+            RunnerStep::Rpc(rpc) => match &rpc.password_etcd {
+                Some(key) => (Some(etcd.secret(key).await.map_err(etcd_failure)?), None),
+                None => (None, None),
+            },
+            RunnerStep::EbsSnapshot(s) => match &s.credentials {
+                RunnerCredentials::DefaultChain => (None, None),
+                RunnerCredentials::EtcdPrefix(prefix) => {
+                    let id = etcd
+                        .secret(&format!("{prefix}access-key-id"))
+                        .await
+                        .map_err(etcd_failure)?;
+                    let secret = etcd
+                        .secret(&format!("{prefix}secret-access-key"))
+                        .await
+                        .map_err(etcd_failure)?;
+                    (
+                        None,
+                        Some(ebs::AwsKeys {
+                            access_key_id: id,
+                            secret_access_key: secret,
+                        }),
+                    )
+                }
+            },
+        };
+        secrets.rpc_password.push(password);
+        secrets.aws.push(aws);
+    }
+    log::info(format!(
+        "read the job's secrets from etcd at {}",
+        etcd.endpoints()
+    ));
+    Ok(secrets)
+}
+
+fn etcd_failure(e: crate::etcd::EtcdError) -> Failure {
+    use crate::etcd::EtcdError;
+    match e {
+        EtcdError::Missing { .. } | EtcdError::NotUtf8 { .. } | EtcdError::Config(_) => {
+            Failure::Config(format!("cannot read secrets: {e}"))
+        }
+        other => Failure::Step(format!("cannot read secrets: {other}")),
+    }
+}
+
+pub async fn run(args: &Args) -> Result<(), Failure> {
+    let steps = parse_steps(&args.steps)?;
+    let secrets = read_secrets(args, &steps).await?;
+    let total = steps.len();
+    let started = Instant::now();
+    for (i, step) in steps.iter().enumerate() {
+        let label = format!("step {}/{total} ({})", i + 1, step_name(step));
+        let t = Instant::now();
+        let result = match step {
+            RunnerStep::Rpc(call) if args.dry_run => {
+                log::info(format!(
+                    "{label}: dry run, would call `{}` at {}",
+                    call.method, call.url
+                ));
+                Ok(())
+            }
+            RunnerStep::Rpc(call) => rpc::call(call, secrets.rpc_password[i].as_ref())
+                .await
+                .map(|_| ())
+                .map_err(|e| Failure::Step(format!("{label} failed: {e}"))),
+            RunnerStep::EbsSnapshot(job) => {
+                let api =
+                    ebs::aws_ec2(&job.region, job.endpoint.as_deref(), secrets.aws[i].clone())
+                        .await;
+                let options = ebs::Options {
+                    dry_run: args.dry_run,
+                    ..ebs::Options::default()
+                };
+                match ebs::run(&api, &args.job, job, &options).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_config() => Err(Failure::Config(format!("{label}: {e}"))),
+                    Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
+                }
+            }
+        };
+        if let Err(failure) = result {
+            for (j, later) in steps.iter().enumerate().skip(i + 1) {
+                log::warn(format!(
+                    "step {}/{total} ({}) skipped: step {} failed",
+                    j + 1,
+                    step_name(later),
+                    i + 1
+                ));
+            }
+            return Err(failure);
+        }
+        log::info(format!("{label}: ok in {:.2}s", t.elapsed().as_secs_f64()));
+    }
+    log::info(format!(
+        "{}: all {total} step(s) done in {:.2}s",
+        args.job,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_steps_are_config_errors_before_anything_runs() {
+        let bad = |json: &str| match parse_steps(&[json.to_owned()]) {
+            Err(Failure::Config(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(bad("{").starts_with("step 1 of 1: not a valid step"));
+        assert!(bad(r#"{"shell":{}}"#).contains("unknown variant"));
+        let snap = |retention: &str, wait: &str| {
+            format!(
+                r#"{{"ebs_snapshot":{{"volume_id":"vol-01234567","region":"us-east-1","credentials":"default_chain"{wait},"retention":{retention}}}}}"#
+            )
+        };
+        assert!(bad(&snap("{}", r#","wait":"1h""#)).contains("empty retention policy"));
+        assert!(
+            bad(&snap(r#"{"keep_last":0}"#, r#","wait":"1h""#)).contains("empty retention policy")
+        );
+        assert!(bad(&snap(r#"{"keep_last":2}"#, "")).contains("retention needs `wait`"));
+        assert!(parse_steps(&[snap(r#"{"keep_last":2}"#, r#","wait":"1h""#)]).is_ok());
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub struct Moto {
     child: Child,
+    host: String,
     port: u16,
     /// moto's stdout and stderr, shown when it fails.
     log: tempfile::NamedTempFile,
@@ -26,13 +27,18 @@ impl Moto {
     /// With extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to
     /// make moto check credentials.
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        Moto::start_on("127.0.0.1", env)
+    }
+
+    /// Listening on `host` (e.g. the docker0 address, for containers).
+    pub fn start_on(host: &str, env: &[(&str, &str)]) -> Moto {
         // A port picked here may be taken before moto binds it: retry then.
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
             let log = tempfile::NamedTempFile::new().expect("moto log file");
             let child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", host, "-p", &port.to_string()])
                 .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
@@ -45,7 +51,12 @@ impl Moto {
                          (pip install 'moto[server]'); they never pass without it"
                     )
                 });
-            let mut moto = Moto { child, port, log };
+            let mut moto = Moto {
+                child,
+                host: host.to_owned(),
+                port,
+                log,
+            };
             match moto.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return moto,
                 Err(why) => {
@@ -65,7 +76,7 @@ impl Moto {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(format!("moto_server exited with {status}"));
             }
-            if let Ok(status) = request(self.port, "GET", "/moto-api/")
+            if let Ok(status) = request(&self.host, self.port, "GET", "/moto-api/")
                 && status == 200
             {
                 return Ok(());
@@ -78,14 +89,32 @@ impl Moto {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// Forgets every resource (POST /moto-api/reset).
     pub fn reset(&self) {
-        let status = request(self.port, "POST", "/moto-api/reset")
+        let status = request(&self.host, self.port, "POST", "/moto-api/reset")
             .unwrap_or_else(|e| panic!("moto reset: {e}\n{}", read(self.log.path())));
         assert_eq!(status, 200, "moto reset");
+    }
+
+    /// A plain SDK client (static test keys), for setting the scene and
+    /// checking it.
+    pub async fn sdk(&self) -> aws_sdk_ec2::Client {
+        use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .http_client(http)
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .load()
+            .await;
+        aws_sdk_ec2::Client::new(&config)
     }
 
     /// What moto printed so far (its request log).
@@ -113,8 +142,8 @@ fn read(path: &Path) -> String {
 }
 
 /// A bodiless HTTP/1.1 request; returns the status code.
-fn request(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+fn request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
@@ -127,4 +156,16 @@ fn request(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))
+}
+
+/// A fresh 1 GiB volume in us-east-1a.
+pub async fn new_volume(ec2: &aws_sdk_ec2::Client) -> String {
+    let out = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .expect("CreateVolume");
+    out.volume_id().unwrap().to_owned()
 }
