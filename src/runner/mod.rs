@@ -59,15 +59,19 @@ pub struct Args {
     /// etcd endpoint for secrets; repeat for several
     #[arg(long = "etcd-endpoint", value_name = "URL")]
     pub etcd_endpoints: Vec<String>,
+    /// CA certificate (PEM) for https:// etcd endpoints
     #[arg(long, value_name = "FILE")]
     pub etcd_ca_file: Option<PathBuf>,
+    /// etcd client certificate (PEM)
     #[arg(long, value_name = "FILE")]
     pub etcd_cert_file: Option<PathBuf>,
+    /// etcd client key (PEM)
     #[arg(long, value_name = "FILE")]
     pub etcd_key_file: Option<PathBuf>,
     /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
     #[arg(long, value_name = "USER")]
     pub etcd_user: Option<String>,
+    /// File holding the etcd password (mounted into the container)
     #[arg(long, value_name = "FILE")]
     pub etcd_password_file: Option<PathBuf>,
     /// etcd connect and request timeout
