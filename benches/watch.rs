@@ -39,9 +39,13 @@ fn main() {
         .build()
         .unwrap();
     let mut client = rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+        let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .unwrap();
         c.put("/aws/access-key-id", "AKID", None).await.unwrap();
-        c.put("/aws/secret-access-key", "secret", None).await.unwrap();
+        c.put("/aws/secret-access-key", "secret", None)
+            .await
+            .unwrap();
         for i in 0..JOBS {
             c.put(format!("/vol/{i}"), format!("vol-{i:017x}"), None)
                 .await
@@ -85,7 +89,10 @@ fn main() {
             if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(&value)) {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "no rewrite of {path:?}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no rewrite of {path:?}"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
         latencies.push(t0.elapsed());
@@ -94,7 +101,8 @@ fn main() {
     let _ = watch.wait();
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).min(latencies.len()) - 1];
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).min(latencies.len()) - 1];
     println!(
         "etcd put -> unit rewritten ({JOBS} jobs, {CHANGES} changes, debounce 0): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(pct(0.50)),
