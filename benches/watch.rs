@@ -3,6 +3,11 @@
 //!
 //!     cargo bench --bench watch
 //!
+//! `UNITGEN_BIN=PATH` measures that `unitgen` instead of the one built with
+//! the bench, e.g. a release build driven by a debug build of this harness:
+//! `cargo build --bench watch`, then run the executable it names with
+//! `UNITGEN_BIN=target/release/unitgen`.
+//!
 //! Starts a real etcd (Debian's etcd-server) on random loopback ports.
 
 #[path = "../tests/common/etcd.rs"]
@@ -55,7 +60,9 @@ fn main() {
     });
 
     let started = Instant::now();
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_unitgen"))
+    let bin = std::env::var("UNITGEN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_unitgen").into());
+    println!("measuring {bin}");
+    let mut watch = Command::new(bin)
         .args(["watch", "--debounce", "0ms", "-f"])
         .arg(dir.path().join("unitgen.yaml"))
         .arg("-o")
