@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::output;
 use crate::render::UnitFile;
 use crate::resolve::{EtcdSource, ValueSource, ValuesFile};
-use crate::secret::SecretString;
 use crate::{Loaded, etcd};
 
 pub fn run(cli: Cli) -> i32 {
@@ -161,21 +160,7 @@ fn etcd_settings(
         .etcd_password_file
         .clone()
         .or_else(|| relative(&spec.password_file));
-    let password = match std::env::var("UNITGEN_ETCD_PASSWORD") {
-        Ok(p) if !p.is_empty() => Some(SecretString::new(p)),
-        _ => match &password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    config(format!(
-                        "cannot read the password file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                Some(SecretString::new(text.trim_end_matches(['\n', '\r'])))
-            }
-            None => None,
-        },
-    };
+    let password = etcd::password(password_file.as_deref())?;
     let timeout = match args.etcd_timeout.as_ref().or(spec.timeout.as_ref()) {
         Some(text) => Some(
             crate::timespan::parse(text)

@@ -42,6 +42,24 @@ impl Settings {
     }
 }
 
+/// The etcd password: `UNITGEN_ETCD_PASSWORD`, else the first line of
+/// `file`. Never a flag (it would show in `ps`) or a spec value.
+pub fn password(file: Option<&Path>) -> Result<Option<SecretString>, EtcdError> {
+    if let Ok(p) = std::env::var("UNITGEN_ETCD_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(Some(SecretString::new(p)));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        EtcdError::Config(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Some(SecretString::new(text.trim_end_matches(['\n', '\r']))))
+}
+
 /// Why etcd could not answer. Each names the endpoint(s) and what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {

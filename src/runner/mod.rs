@@ -167,21 +167,8 @@ struct Secrets {
 fn etcd_settings(args: &Args) -> Result<Settings, Failure> {
     let timeout = crate::timespan::parse(&args.etcd_timeout)
         .map_err(|e| Failure::Config(format!("--etcd-timeout {e}")))?;
-    let password = match std::env::var("UNITGEN_ETCD_PASSWORD") {
-        Ok(p) if !p.is_empty() => Some(SecretString::new(p)),
-        _ => match &args.etcd_password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Failure::Config(format!(
-                        "cannot read the etcd password file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                Some(SecretString::new(text.trim_end_matches(['\n', '\r'])))
-            }
-            None => None,
-        },
-    };
+    let password =
+        crate::etcd::password(args.etcd_password_file.as_deref()).map_err(etcd_failure)?;
     Ok(Settings {
         endpoints: args.etcd_endpoints.clone(),
         ca_file: args.etcd_ca_file.clone(),
