@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -75,26 +74,10 @@ impl Drop for Containers {
     }
 }
 
-/// A raw JSON-RPC call, for setting the scene (createwallet).
-fn rpc(addr: &str, method: &str, params: &str) -> Result<String, String> {
-    use base64::Engine;
-    let body = format!(r#"{{"jsonrpc":"1.0","id":"t","method":"{method}","params":{params}}}"#);
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("bitcoinrpc:{CANARY}"));
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    if reply.starts_with("HTTP/1.1 200") {
-        Ok(reply)
-    } else {
-        Err(reply)
-    }
+/// A JSON-RPC call to the node container, for setting the scene.
+fn rpc(addr: &str, method: &str, params: serde_json::Value) -> Result<serde_json::Value, String> {
+    common::litecoind::raw_rpc(addr, &format!("bitcoinrpc:{CANARY}"), "/", method, params)
+        .map_err(|e| format!("{e:?}"))
 }
 
 #[test]
@@ -149,11 +132,11 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
     ]);
     let node = format!("{ip}:8332");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = rpc(&node, "getblockchaininfo", "[]") {
+    while let Err(e) = rpc(&node, "getblockchaininfo", serde_json::json!([])) {
         assert!(Instant::now() < deadline, "litecoind did not answer: {e}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    rpc(&node, "createwallet", r#"["hot"]"#).expect("createwallet");
+    rpc(&node, "createwallet", serde_json::json!(["hot"])).expect("createwallet");
 
     // What the seed kept in etcd.
     let volume = tokio::runtime::Builder::new_current_thread()

@@ -232,62 +232,79 @@ impl Litecoind {
     }
 
     fn rpc_at(&self, path: &str, method: &str, params: Value) -> Result<Value, RpcFailure> {
-        let failure = |message: String| RpcFailure {
-            http_status: 0,
-            code: None,
-            message,
-        };
-        let body = serde_json::json!({
-            "jsonrpc": "1.0", "id": "harness", "method": method, "params": params,
-        })
-        .to_string();
-        let auth = base64::engine::general_purpose::STANDARD.encode(self.credentials());
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Basic {auth}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
-            .map_err(|e| failure(format!("connect: {e}")))?;
-        // Wallet creation takes a few seconds on a busy machine.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| failure(format!("write: {e}")))?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .map_err(|e| failure(format!("read: {e}")))?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| failure(format!("no HTTP response: {text:?}")))?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| failure(format!("bad status line: {head:?}")))?;
-        let json: Value = match serde_json::from_str(body) {
-            Ok(v) => v,
-            Err(_) => {
-                return Err(RpcFailure {
-                    http_status: status,
-                    code: None,
-                    message: body.to_owned(),
-                });
-            }
-        };
-        match &json["error"] {
-            Value::Null => Ok(json["result"].clone()),
-            error => Err(RpcFailure {
+        raw_rpc(
+            &format!("127.0.0.1:{}", self.port),
+            &self.credentials(),
+            path,
+            method,
+            params,
+        )
+    }
+}
+
+/// One JSON-RPC 1.0 call over a plain HTTP/1.1 connection to `addr`
+/// (`host:port`) with basic auth `user:password`: the tests' own client,
+/// independent of the runner's.
+pub fn raw_rpc(
+    addr: &str,
+    credentials: &str,
+    path: &str,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcFailure> {
+    let failure = |message: String| RpcFailure {
+        http_status: 0,
+        code: None,
+        message,
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "1.0", "id": "harness", "method": method, "params": params,
+    })
+    .to_string();
+    let auth = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).map_err(|e| failure(format!("connect: {e}")))?;
+    // Wallet creation takes a few seconds on a busy machine.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| failure(format!("write: {e}")))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| failure(format!("read: {e}")))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| failure(format!("no HTTP response: {text:?}")))?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| failure(format!("bad status line: {head:?}")))?;
+    let json: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => {
+            return Err(RpcFailure {
                 http_status: status,
-                code: error["code"].as_i64(),
-                message: error["message"].as_str().unwrap_or_default().to_owned(),
-            }),
+                code: None,
+                message: body.to_owned(),
+            });
         }
+    };
+    match &json["error"] {
+        Value::Null => Ok(json["result"].clone()),
+        error => Err(RpcFailure {
+            http_status: status,
+            code: error["code"].as_i64(),
+            message: error["message"].as_str().unwrap_or_default().to_owned(),
+        }),
     }
 }
 
