@@ -265,6 +265,34 @@ impl Etcd {
         Ok((found, if revision == i64::MAX { 0 } else { revision }))
     }
 
+    /// One watch stream with one watch per key, from `start_revision`.
+    /// Errors are classified like every other request (auth, TLS, ...).
+    pub async fn watch(
+        &self,
+        keys: &[&str],
+        start_revision: i64,
+    ) -> Result<etcd_client::WatchStream, EtcdError> {
+        let Some((first, rest)) = keys.split_first() else {
+            return Err(EtcdError::Config("nothing to watch".into()));
+        };
+        let options = || etcd_client::WatchOptions::new().with_start_revision(start_revision);
+        let mut client = self.client.clone();
+        with_timeout(self.timeout, &self.endpoints, async {
+            let mut stream = client
+                .watch(*first, Some(options()))
+                .await
+                .map_err(|e| self.classify(e, first))?;
+            for key in rest {
+                stream
+                    .watch(*key, Some(options()))
+                    .await
+                    .map_err(|e| self.classify(e, key))?;
+            }
+            Ok(stream)
+        })
+        .await
+    }
+
     /// A secret, for the runner. Missing is an error naming the key.
     pub async fn secret(&self, key: &str) -> Result<SecretString, EtcdError> {
         match self.lookup(key, Need::Value).await?.0 {

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchStream};
+use etcd_client::{EventType, WatchStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
@@ -189,30 +189,12 @@ impl<'a> Watcher<'a> {
             return Ok(None);
         };
         self.watched = keys.clone();
-        let Some(first) = keys.first() else {
+        if keys.is_empty() {
             return Ok(None);
-        };
-        let etcd = source.connect().await?;
-        let options = || WatchOptions::new().with_start_revision(self.revision + 1);
-        let mut client = etcd.client();
-        let watch = async {
-            let mut stream = client.watch(first.as_str(), Some(options())).await?;
-            for key in keys.iter().skip(1) {
-                stream.watch(key.as_str(), Some(options())).await?;
-            }
-            Ok::<_, etcd_client::Error>(stream)
-        };
-        match tokio::time::timeout(crate::etcd::DEFAULT_TIMEOUT, watch).await {
-            Ok(Ok(stream)) => Ok(Some(stream)),
-            Ok(Err(e)) => Err(Error::Etcd(crate::etcd::EtcdError::Unreachable {
-                endpoints: etcd.endpoints().to_owned(),
-                detail: e.to_string(),
-            })),
-            Err(_) => Err(Error::Etcd(crate::etcd::EtcdError::Timeout {
-                endpoints: etcd.endpoints().to_owned(),
-                timeout: crate::etcd::DEFAULT_TIMEOUT,
-            })),
         }
+        let etcd = source.connect().await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        Ok(Some(etcd.watch(&keys, self.revision + 1).await?))
     }
 
     fn is_etcd(&self) -> bool {
