@@ -227,7 +227,7 @@ fn a_server_that_never_answers_times_out() {
     assert_eq!(r.status, 1, "{}", r.stderr);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert!(
-        r.stderr.starts_with(&format!("error: etcd at {endpoint} ")),
+        r.stderr.starts_with(&format!("error: etcd at {endpoint} did not answer within 1s")),
         "{}",
         r.stderr
     );
