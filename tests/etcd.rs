@@ -69,6 +69,15 @@ const VALUES: &str = "\
 /aws/secret-access-key: null
 ";
 
+/// Seeds `etcd` and writes the spec for it into a fresh folder.
+fn seeded_spec(etcd: &Etcd) -> (tempfile::TempDir, std::path::PathBuf) {
+    seed(etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("unitgen.yaml");
+    write(&spec_path, &spec(&etcd.endpoint()));
+    (dir, spec_path)
+}
+
 fn render(spec: &Path, out: &Path, extra: &[&str]) -> common::Run {
     run(unitgen()
         .env_remove("UNITGEN_ETCD_PASSWORD")
@@ -82,10 +91,7 @@ fn render(spec: &Path, out: &Path, extra: &[&str]) -> common::Run {
 #[test]
 fn values_from_etcd_render_the_same_bytes_as_a_values_file() {
     let etcd = Etcd::start();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
+    let (dir, spec_path) = seeded_spec(&etcd);
     write(&dir.path().join("values.yaml"), VALUES);
 
     let from_etcd = render(&spec_path, &dir.path().join("a"), &[]);
@@ -115,10 +121,7 @@ fn values_from_etcd_render_the_same_bytes_as_a_values_file() {
 #[test]
 fn a_secret_value_appears_nowhere_but_its_key_does() {
     let etcd = Etcd::start();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
+    let (dir, spec_path) = seeded_spec(&etcd);
     let out = dir.path().join("units");
 
     let mut seen = String::new();
@@ -148,10 +151,7 @@ fn a_secret_value_appears_nowhere_but_its_key_does() {
 #[test]
 fn every_missing_key_is_reported_at_once_and_nothing_is_written() {
     let etcd = Etcd::start();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
+    let (dir, spec_path) = seeded_spec(&etcd);
     let out = dir.path().join("units");
     assert_eq!(render(&spec_path, &out, &[]).status, 0);
     let before = read_tree(&out);
@@ -181,10 +181,7 @@ fn every_missing_key_is_reported_at_once_and_nothing_is_written() {
 #[test]
 fn etcd_down_is_named_with_its_endpoint_and_nothing_is_written() {
     let mut etcd = Etcd::start();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
+    let (dir, spec_path) = seeded_spec(&etcd);
     let out = dir.path().join("units");
     assert_eq!(render(&spec_path, &out, &[]).status, 0);
     let before = read_tree(&out);
@@ -227,7 +224,9 @@ fn a_server_that_never_answers_times_out() {
     assert_eq!(r.status, 1, "{}", r.stderr);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert!(
-        r.stderr.starts_with(&format!("error: etcd at {endpoint} did not answer within 1s")),
+        r.stderr.starts_with(&format!(
+            "error: etcd at {endpoint} did not answer within 1s"
+        )),
         "{}",
         r.stderr
     );
@@ -237,11 +236,8 @@ fn a_server_that_never_answers_times_out() {
 #[test]
 fn a_wrong_password_is_an_authentication_failure() {
     let mut etcd = Etcd::start();
-    seed(&etcd);
+    let (dir, spec_path) = seeded_spec(&etcd);
     etcd.enable_auth("unitgen", "right-password");
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
     let out = dir.path().join("units");
 
     let r = run(unitgen()
@@ -291,10 +287,7 @@ fn a_wrong_password_is_an_authentication_failure() {
 #[test]
 fn a_wrong_ca_is_a_tls_failure() {
     let etcd = Etcd::start_tls();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
-    write(&spec_path, &spec(&etcd.endpoint()));
+    let (dir, spec_path) = seeded_spec(&etcd);
     let out = dir.path().join("units");
 
     let wrong = etcd.certs().other_ca();
@@ -327,9 +320,7 @@ fn a_wrong_ca_is_a_tls_failure() {
 #[test]
 fn a_secret_key_cannot_double_as_a_rendered_value() {
     let etcd = Etcd::start();
-    seed(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let spec_path = dir.path().join("unitgen.yaml");
+    let (dir, spec_path) = seeded_spec(&etcd);
     // The RPC user is read from the password's key: that would write the
     // secret into the unit.
     write(
