@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> i32 {
 
 /// One line per problem on stderr, in the `file:line:col: path: message`
 /// form editors and CI logs link to.
-fn report(e: &Error) {
+pub(crate) fn report(e: &Error) {
     let mut err = std::io::stderr().lock();
     match e {
         Error::Invalid(problems) => {

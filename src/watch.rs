@@ -154,18 +154,8 @@ impl<'a> Watcher<'a> {
     async fn rerender(&mut self) -> Result<(), Error> {
         match self.resolve().await {
             Err(e) => Err(e),
-            Ok(Err(Error::Invalid(problems))) => {
-                for p in &problems {
-                    eprintln!("error: {p}");
-                }
-                note(format!(
-                    "keeping the last good units in {}",
-                    self.args.output.display()
-                ));
-                Ok(())
-            }
             Ok(Err(e)) => {
-                eprintln!("error: {e}");
+                crate::app::report(&e);
                 note(format!(
                     "keeping the last good units in {}",
                     self.args.output.display()
@@ -174,7 +164,7 @@ impl<'a> Watcher<'a> {
             }
             Ok(Ok(files)) => {
                 if let Err(e) = self.publish(&files).await {
-                    eprintln!("error: {e}");
+                    crate::app::report(&e);
                 }
                 Ok(())
             }
@@ -271,7 +261,7 @@ impl<'a> Watcher<'a> {
                     }
                     Err(e) => {
                         if !lost {
-                            eprintln!("error: {e}");
+                            crate::app::report(&e);
                             note("retrying with backoff; the units stay as they are");
                             lost = true;
                         }
@@ -306,13 +296,13 @@ impl<'a> Watcher<'a> {
                                 if let Some(path) = &self.args.spec.values {
                                     match crate::resolve::ValuesFile::read(path) {
                                         Ok(file) => self.source = ValueSource::File(file, path.display().to_string()),
-                                        Err(e) => eprintln!("error: {e}"),
+                                        Err(e) => crate::app::report(&e),
                                     }
                                 }
                                 self.reread = true;
                                 schedule(&mut render_at, &mut first_pending);
                             }
-                            Err(e) => eprintln!("error: {e}"),
+                            Err(e) => crate::app::report(&e),
                         }
                     }
                 }
@@ -354,7 +344,7 @@ impl<'a> Watcher<'a> {
                             }
                         }
                         Err(e) => {
-                            eprintln!("error: {e}");
+                            crate::app::report(&e);
                             note("will render again once etcd answers");
                             if let ValueSource::Etcd(s) = &mut self.source {
                                 s.disconnect();
