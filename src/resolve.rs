@@ -387,6 +387,18 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_value_is_refused() {
+        let mut values = Values::new(Origin::Etcd("http://e".into()));
+        let big = "v".repeat(MAX_VALUE_BYTES + 1);
+        values.insert(BTreeMap::from([("/big".to_owned(), Lookup::Value(big))]));
+        let err = values.get("/big").unwrap_err();
+        assert_eq!(
+            err,
+            "etcd key `/big` holds 65537 bytes; a value written into a unit is at most 64 KiB"
+        );
+    }
+
+    #[test]
     fn watch_changes_to_secrets_keep_no_value() {
         let mut values = Values::new(Origin::Etcd("http://e".into()));
         values.exists("/s");

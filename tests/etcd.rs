@@ -352,3 +352,41 @@ fn a_spec_without_references_never_connects() {
     let r = render(&spec_path, &dir.path().join("units"), &[]);
     assert_eq!(r.status, 0, "{}", r.stderr);
 }
+
+#[test]
+fn a_bridged_runner_cannot_read_etcd_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("unitgen.yaml");
+    let values = dir.path().join("values.yaml");
+    write(&values, VALUES);
+    // The spec without `etcd.runner`: the runner would get 127.0.0.1.
+    let text = spec("http://127.0.0.1:2379").replace(
+        "  runner:\n    endpoints: [\"http://172.17.0.1:2379\"]\n",
+        "",
+    );
+    write(&spec_path, &text);
+    let r = run(unitgen()
+        .args(["validate", "--values", values.to_str().unwrap(), "-f"])
+        .arg(&spec_path));
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {}:3:14: etcd.endpoints: job `wallet` reads secrets from etcd inside its container, \
+             where `http://127.0.0.1:2379` is the container itself, not the host; set `etcd.runner.endpoints` \
+             to an address the container can reach (the docker0 address, e.g. http://172.17.0.1:2379), \
+             or use `container.network: host`\n",
+            spec_path.display()
+        )
+    );
+    // On the host network, loopback is the host.
+    let host = text.replace(
+        "  wallet:\n    schedule: daily\n",
+        "  wallet:\n    schedule: daily\n    container: { network: host }\n",
+    );
+    write(&spec_path, &host);
+    let r = run(unitgen()
+        .args(["validate", "--values", values.to_str().unwrap(), "-f"])
+        .arg(&spec_path));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+}
