@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use unitgen::resolve::Values;
+use unitgen::generate::values::Values;
 
 fn spec(jobs: usize) -> String {
     let mut s = String::from(
@@ -34,7 +34,8 @@ fn main() {
     let mut best = f64::MAX;
     for _ in 0..runs {
         let t = Instant::now();
-        let files = unitgen::render_spec(&path, &Values::none()).unwrap();
+        let loaded = unitgen::generate::load(&path).unwrap();
+        let files = loaded.render(&Values::none(loaded.refs())).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
         assert_eq!(files.len(), jobs * 2);
     }

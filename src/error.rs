@@ -1,32 +1,8 @@
 //! One error type for the library; `code()` maps it to the CLI's exit status.
 
-use std::fmt;
 use std::path::PathBuf;
 
-use crate::source::Location;
-
-/// One problem in a spec, located at `file:line:col` and its key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: String,
-    pub location: Option<Location>,
-    /// The key path, e.g. `jobs.backup.timer.persistent` (empty for syntax errors).
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(loc) = self.location {
-            write!(f, ":{}:{}", loc.line, loc.col)?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+pub use crate::diag::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,6 +33,9 @@ pub enum Error {
     /// etcd could not answer (unreachable, TLS, auth, timeout).
     #[error("{0}")]
     Etcd(#[from] crate::etcd::EtcdError),
+    /// Already reported (on stdout or stderr); exit with this status.
+    #[error("exit status {0}")]
+    Silent(i32),
     /// A template failed: always a bug in unitgen, never the user's input.
     #[error(
         "internal error rendering {template}: {message}; this is a bug in unitgen, please report it"
@@ -71,6 +50,7 @@ impl Error {
     /// Exit status: 1 for failures and drift, 2 for usage errors and invalid specs.
     pub fn code(&self) -> i32 {
         match self {
+            Error::Silent(code) => *code,
             Error::Invalid(_) | Error::ReadSpec { .. } | Error::ReadValues { .. } => 2,
             Error::Etcd(crate::etcd::EtcdError::Config(_)) | Error::Usage(_) => 2,
             Error::Etcd(_) => 1,

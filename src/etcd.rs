@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 
-use crate::secret::SecretString;
+use crate::contract::secret::SecretString;
 
 /// How long a connection attempt or a request may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -345,20 +345,6 @@ fn tls_options(settings: &Settings) -> Result<TlsOptions, EtcdError> {
     Ok(tls)
 }
 
-/// The whole chain of an error as one line (tonic nests the useful part).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ").replace(['\n', '\r'], " ")
-}
-
 fn classify(
     e: etcd_client::Error,
     endpoints: &str,
@@ -367,7 +353,7 @@ fn classify(
     timeout: Duration,
 ) -> EtcdError {
     let endpoints = endpoints.to_owned();
-    let detail = chain(&e);
+    let detail = crate::diag::chain(&e);
     let lower = detail.to_lowercase();
     let tls_failure = ["certificate", "tls", "handshake", "unknownissuer", "ssl"]
         .iter()

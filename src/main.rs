@@ -1,6 +1,6 @@
 use clap::Parser;
 
 fn main() {
-    let cli = unitgen::cli::Cli::parse();
-    std::process::exit(unitgen::app::run(cli));
+    let cli = unitgen::cmd::cli::Cli::parse();
+    std::process::exit(unitgen::cmd::run(cli));
 }

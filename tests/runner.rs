@@ -11,7 +11,9 @@ use std::process::Command;
 use common::etcd::Etcd;
 use common::litecoind::Litecoind;
 use common::moto::{Moto, new_volume};
-use unitgen::job::{RetentionPolicy, RpcCall, RunnerCredentials, RunnerStep, SnapshotJob};
+use unitgen::contract::aws::Credentials as RunnerCredentials;
+use unitgen::contract::retention::RetentionPolicy;
+use unitgen::contract::{RpcCall, RunnerStep, SnapshotJob};
 
 const JOB: &str = "wallet-backup";
 const CANARY: &str = "canary-7d1e0b2a-aws-secret";

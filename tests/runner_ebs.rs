@@ -15,11 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, ResourceType, Tag, TagSpecification};
 use common::moto::{Moto, new_volume};
-use unitgen::job::{RetentionPolicy, RunnerCredentials, SnapshotJob};
+use unitgen::contract::SnapshotJob;
+use unitgen::contract::aws::Credentials as RunnerCredentials;
+use unitgen::contract::retention::RetentionPolicy;
+use unitgen::contract::secret::SecretString;
 use unitgen::runner::ebs::{
     self, AwsEc2, AwsKeys, EbsError, MANAGED_BY, Options, TAG_JOB, TAG_MANAGED_BY, TAG_VOLUME,
 };
-use unitgen::secret::SecretString;
 
 const JOB: &str = "bitcoind-wallet";
 const REGION: &str = "us-east-1";
@@ -379,13 +381,13 @@ async fn refused_credentials_say_so_and_never_show_the_secret() {
         }),
     )
     .await;
-    let err = ebs::run(&api, JOB, &job("vol-0123", keep_last(1)), &opts())
+    let err = ebs::run(&api, JOB, &job("vol-0123abcd", keep_last(1)), &opts())
         .await
         .unwrap_err();
     let text = err.to_string();
     assert!(
         text.starts_with(
-            "CreateSnapshot of vol-0123 failed: AuthFailure: AWS was not able to validate the \
+            "CreateSnapshot of vol-0123abcd failed: AuthFailure: AWS was not able to validate the \
              provided access credentials (check the AWS credentials"
         ),
         "{text}"
@@ -404,14 +406,14 @@ async fn nothing_listening_gives_a_clear_error() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let api = ebs::aws_ec2(REGION, Some(&endpoint), Some(keys())).await;
     let started = std::time::Instant::now();
-    let err = ebs::run(&api, JOB, &job("vol-0123", keep_last(1)), &opts())
+    let err = ebs::run(&api, JOB, &job("vol-0123abcd", keep_last(1)), &opts())
         .await
         .unwrap_err();
     assert!(!err.is_config());
     let text = err.to_string();
     assert!(
         text.starts_with(&format!(
-            "CreateSnapshot of vol-0123 failed: cannot reach {endpoint}: "
+            "CreateSnapshot of vol-0123abcd failed: cannot reach {endpoint}: "
         )),
         "{text}"
     );

@@ -5,9 +5,9 @@ mod common;
 
 use common::litecoind::{self, Litecoind};
 use serde_json::{Value, json};
-use unitgen::job::RpcCall;
+use unitgen::contract::RpcCall;
+use unitgen::contract::secret::SecretString;
 use unitgen::runner::rpc::{self, RpcError};
-use unitgen::secret::SecretString;
 
 fn step(node_url: &str, wallet: Option<&str>, method: &str, params: Vec<Value>) -> RpcCall {
     RpcCall {

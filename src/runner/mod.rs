@@ -2,24 +2,25 @@
 //!
 //! The unit is the only thing fleet ships, so the runner takes its whole
 //! job from its command line (one JSON object per `--step`, see
-//! [`crate::job`]); secrets are read from etcd at run time and live only in
-//! [`crate::secret::SecretString`]s. Steps run in order; the first that
-//! fails stops the run, so a failed wallet backup never leads to a
-//! snapshot, and a failed snapshot never to pruning.
+//! [`crate::contract`]); each step is judged by the contract's own rules
+//! before anything runs. Secrets are read from etcd at run time and live
+//! only in [`SecretString`](crate::contract::secret::SecretString)s. Steps
+//! run in order; the first that fails stops the run, so a failed wallet
+//! backup never leads to a snapshot, and a failed snapshot never to pruning.
 
 pub mod ebs;
 pub mod log;
 pub mod retention;
 pub mod rpc;
+mod secrets;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 
-use crate::etcd::{Etcd, Settings};
-use crate::job::{RunnerCredentials, RunnerStep};
-use crate::secret::SecretString;
+use crate::contract::RunnerStep;
+use crate::contract::invocation as flag;
 
 /// Exit status when a step failed (or etcd could not be read).
 pub const EXIT_STEP_FAILED: i32 = 1;
@@ -47,35 +48,35 @@ Log lines go to stderr, one per event; with JOURNAL_STREAM set (systemd passes i
 )]
 pub struct Args {
     /// The job's name (its unit's name), used in logs and snapshot tags
-    #[arg(long, value_name = "NAME")]
+    #[arg(long = flag::JOB, value_name = "NAME")]
     pub job: String,
     /// One step as JSON; repeat for each step, in order
-    #[arg(long = "step", value_name = "JSON", required = true)]
+    #[arg(long = flag::STEP, value_name = "JSON", required = true)]
     pub steps: Vec<String>,
     /// Change nothing: skip RPC calls, create and delete no snapshot, list
     /// what retention would delete
-    #[arg(long)]
+    #[arg(long = flag::DRY_RUN)]
     pub dry_run: bool,
     /// etcd endpoint for secrets; repeat for several
-    #[arg(long = "etcd-endpoint", value_name = "URL")]
+    #[arg(long = flag::ETCD_ENDPOINT, value_name = "URL")]
     pub etcd_endpoints: Vec<String>,
     /// CA certificate (PEM) for https:// etcd endpoints
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::ETCD_CA_FILE, value_name = "FILE")]
     pub etcd_ca_file: Option<PathBuf>,
     /// etcd client certificate (PEM)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::ETCD_CERT_FILE, value_name = "FILE")]
     pub etcd_cert_file: Option<PathBuf>,
     /// etcd client key (PEM)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::ETCD_KEY_FILE, value_name = "FILE")]
     pub etcd_key_file: Option<PathBuf>,
     /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
-    #[arg(long, value_name = "USER")]
+    #[arg(long = flag::ETCD_USER, value_name = "USER")]
     pub etcd_user: Option<String>,
     /// File holding the etcd password (mounted into the container)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::ETCD_PASSWORD_FILE, value_name = "FILE")]
     pub etcd_password_file: Option<PathBuf>,
     /// etcd connect and request timeout
-    #[arg(long, value_name = "SPAN", default_value = "10s")]
+    #[arg(long = flag::ETCD_TIMEOUT, value_name = "SPAN", default_value = "10s")]
     pub etcd_timeout: String,
 }
 
@@ -114,15 +115,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// A step as parsed, with a name for logs.
-fn step_name(step: &RunnerStep) -> String {
-    match step {
-        RunnerStep::Rpc(rpc) => format!("rpc {}", rpc.method),
-        RunnerStep::EbsSnapshot(s) => format!("ebs_snapshot {}", s.volume_id),
-    }
-}
-
-/// Parses and checks every step before anything runs.
+/// Parses every step and judges it by the contract, before anything runs.
 pub fn parse_steps(raw: &[String]) -> Result<Vec<RunnerStep>, Failure> {
     let mut steps = Vec::new();
     for (i, text) in raw.iter().enumerate() {
@@ -134,115 +127,26 @@ pub fn parse_steps(raw: &[String]) -> Result<Vec<RunnerStep>, Failure> {
                 raw.len()
             ))
         })?;
-        if let RunnerStep::EbsSnapshot(s) = &step
-            && let Some(policy) = &s.retention
-        {
-            if policy.is_empty() {
-                return Err(Failure::Config(format!(
-                    "step {} of {} (ebs_snapshot): an empty retention policy would delete every snapshot; refused",
-                    i + 1,
-                    raw.len()
-                )));
-            }
-            if s.wait.is_none() {
-                return Err(Failure::Config(format!(
-                    "step {} of {} (ebs_snapshot): retention needs `wait`, since it prunes only after the new snapshot completed",
-                    i + 1,
-                    raw.len()
-                )));
-            }
+        if let Some(v) = step.check().into_iter().next() {
+            return Err(Failure::Config(format!(
+                "step {} of {} ({}): {v}; refused",
+                i + 1,
+                raw.len(),
+                step.kind()
+            )));
         }
         steps.push(step);
     }
     Ok(steps)
 }
 
-/// Secrets each step needs, read before any step runs.
-#[derive(Default)]
-struct Secrets {
-    rpc_password: Vec<Option<SecretString>>,
-    aws: Vec<Option<ebs::AwsKeys>>,
-}
-
-fn etcd_settings(args: &Args) -> Result<Settings, Failure> {
-    let timeout = crate::timespan::parse(&args.etcd_timeout)
-        .map_err(|e| Failure::Config(format!("--etcd-timeout {e}")))?;
-    let password =
-        crate::etcd::password(args.etcd_password_file.as_deref()).map_err(etcd_failure)?;
-    Ok(Settings {
-        endpoints: args.etcd_endpoints.clone(),
-        ca_file: args.etcd_ca_file.clone(),
-        cert_file: args.etcd_cert_file.clone(),
-        key_file: args.etcd_key_file.clone(),
-        user: args.etcd_user.clone(),
-        password,
-        timeout: Some(timeout.unwrap_or(Duration::from_secs(3600))),
-    })
-}
-
-async fn read_secrets(args: &Args, steps: &[RunnerStep]) -> Result<Secrets, Failure> {
-    let mut secrets = Secrets::default();
-    if !steps.iter().any(RunnerStep::reads_etcd) {
-        secrets.rpc_password = vec![None; steps.len()];
-        secrets.aws = steps.iter().map(|_| None).collect();
-        return Ok(secrets);
-    }
-    let settings = etcd_settings(args)?;
-    let etcd = Etcd::connect(&settings).await.map_err(etcd_failure)?;
-    for step in steps {
-        let (password, aws) = match step {
-            RunnerStep::Rpc(rpc) => match &rpc.password_etcd {
-                Some(key) => (Some(etcd.secret(key).await.map_err(etcd_failure)?), None),
-                None => (None, None),
-            },
-            RunnerStep::EbsSnapshot(s) => match &s.credentials {
-                RunnerCredentials::DefaultChain => (None, None),
-                RunnerCredentials::EtcdPrefix(prefix) => {
-                    let id = etcd
-                        .secret(&format!("{prefix}access-key-id"))
-                        .await
-                        .map_err(etcd_failure)?;
-                    let secret = etcd
-                        .secret(&format!("{prefix}secret-access-key"))
-                        .await
-                        .map_err(etcd_failure)?;
-                    (
-                        None,
-                        Some(ebs::AwsKeys {
-                            access_key_id: id,
-                            secret_access_key: secret,
-                        }),
-                    )
-                }
-            },
-        };
-        secrets.rpc_password.push(password);
-        secrets.aws.push(aws);
-    }
-    log::info(format!(
-        "read the job's secrets from etcd at {}",
-        etcd.endpoints()
-    ));
-    Ok(secrets)
-}
-
-fn etcd_failure(e: crate::etcd::EtcdError) -> Failure {
-    use crate::etcd::EtcdError;
-    match e {
-        EtcdError::Missing { .. } | EtcdError::NotUtf8 { .. } | EtcdError::Config(_) => {
-            Failure::Config(format!("cannot read secrets: {e}"))
-        }
-        other => Failure::Step(format!("cannot read secrets: {other}")),
-    }
-}
-
 pub async fn run(args: &Args) -> Result<(), Failure> {
     let steps = parse_steps(&args.steps)?;
-    let secrets = read_secrets(args, &steps).await?;
+    let secrets = secrets::read(args, &steps).await?;
     let total = steps.len();
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
-        let label = format!("step {}/{total} ({})", i + 1, step_name(step));
+        let label = format!("step {}/{total} ({})", i + 1, step.label());
         let t = Instant::now();
         let result = match step {
             RunnerStep::Rpc(call) if args.dry_run => {
@@ -252,14 +156,20 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 ));
                 Ok(())
             }
-            RunnerStep::Rpc(call) => rpc::call(call, secrets.rpc_password[i].as_ref())
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::Step(format!("{label} failed: {e}"))),
+            RunnerStep::Rpc(call) => rpc::call(
+                call,
+                call.password_etcd.as_deref().and_then(|k| secrets.get(k)),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::Step(format!("{label} failed: {e}"))),
             RunnerStep::EbsSnapshot(job) => {
-                let api =
-                    ebs::aws_ec2(&job.region, job.endpoint.as_deref(), secrets.aws[i].clone())
-                        .await;
+                let api = ebs::aws_ec2(
+                    &job.region,
+                    job.endpoint.as_deref(),
+                    secrets.aws(&job.credentials),
+                )
+                .await;
                 let options = ebs::Options {
                     dry_run: args.dry_run,
                     ..ebs::Options::default()
@@ -276,7 +186,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 log::warn(format!(
                     "step {}/{total} ({}) skipped: step {} failed",
                     j + 1,
-                    step_name(later),
+                    later.label(),
                     i + 1
                 ));
             }
@@ -319,7 +229,47 @@ mod tests {
         assert!(
             bad(&snap(r#"{"keep_last":0}"#, r#","wait":"1h""#)).contains("empty retention policy")
         );
-        assert!(bad(&snap(r#"{"keep_last":2}"#, "")).contains("retention needs `wait`"));
+        assert!(bad(&snap(r#"{"keep_last":2}"#, "")).contains("needs `wait`"));
         assert!(parse_steps(&[snap(r#"{"keep_last":2}"#, r#","wait":"1h""#)]).is_ok());
+        // What render refuses, the runner refuses: credentials in the URL.
+        let rpc =
+            r#"{"rpc":{"url":"http://rpcuser:hunter2@bitcoind:8332/","method":"backupwallet"}}"#;
+        let m = bad(rpc);
+        assert!(
+            m.contains("credentials do not belong") && !m.contains("hunter2"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn the_runner_accepts_every_flag_the_generator_writes() {
+        use crate::contract::invocation::{Invocation, RunnerEtcd};
+        let step: RunnerStep = serde_json::from_str(
+            r#"{"rpc":{"url":"http://b:8332/","method":"backupwallet","user":"u","password_etcd":"/p"}}"#,
+        )
+        .unwrap();
+        let invocation = Invocation {
+            job: "j".into(),
+            etcd: Some(RunnerEtcd {
+                endpoints: vec![
+                    "http://172.17.0.1:2379".into(),
+                    "http://10.0.0.2:2379".into(),
+                ],
+                ca_file: Some("/ca.pem".into()),
+                cert_file: Some("/c.pem".into()),
+                key_file: Some("/k.pem".into()),
+                username: Some("runner".into()),
+                password_file: Some("/pw".into()),
+            }),
+            steps: vec![step.clone()],
+        };
+        let mut argv = vec!["unitgen-runner".to_owned()];
+        argv.extend(invocation.arg_groups().into_iter().flatten());
+        let args = Args::try_parse_from(argv).expect("the runner parses what the generator writes");
+        assert_eq!(args.job, "j");
+        assert_eq!(args.etcd_endpoints.len(), 2);
+        assert_eq!(args.etcd_user.as_deref(), Some("runner"));
+        assert_eq!(args.etcd_password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(parse_steps(&args.steps).unwrap(), vec![step]);
     }
 }

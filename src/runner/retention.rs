@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::job::RetentionPolicy;
+pub use crate::contract::retention::{EmptyPolicy, RetentionPolicy};
 
 /// A snapshot's state, as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +85,6 @@ impl Decision {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "an empty retention policy would delete every snapshot; set at least one `keep_*` above 0, or remove `retention`"
-)]
-pub struct EmptyPolicy;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Period {
     Last,
@@ -139,9 +133,8 @@ pub fn decide(
     snapshots: &[Candidate],
     policy: &RetentionPolicy,
 ) -> Result<Vec<Decision>, EmptyPolicy> {
-    if policy.is_empty() {
-        return Err(EmptyPolicy);
-    }
+    // The contract's rule, applied again where it matters most.
+    policy.check()?;
     let mut rules: Vec<Rule> = [
         (Period::Last, policy.keep_last),
         (Period::Hourly, policy.keep_hourly),
@@ -576,7 +569,7 @@ mod tests {
             let snaps = random_snapshots(&mut rng);
             let p = random_policy(&mut rng);
             let result = decide(&snaps, &p);
-            if p.is_empty() {
+            if p.check().is_err() {
                 assert_eq!(result, Err(EmptyPolicy), "case {case}");
                 continue;
             }

@@ -1,6 +1,6 @@
 //! The serde mirror of `unitgen.yaml`, version 1. No logic lives here: the
 //! types say what the file may contain, `source.rs` decodes it (collecting
-//! every problem), and `validate.rs` turns it into a model.
+//! every problem), and `validate/` turns it into a model.
 //!
 //! Every struct rejects unknown keys: decoding reports them all with their
 //! location, and the JSON Schema (`unitgen schema`) is generated from these
@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
-use crate::job::RetentionPolicy;
+pub use crate::contract::aws::Credentials;
+use crate::contract::retention::RetentionPolicy;
 
 /// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
-/// raw YAML values so that one bad job does not hide the problems of others.
+/// raw YAML values, then each on its own, so that one bad job does not hide
+/// the problems of others (and error recovery stays linear).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "UnitgenSpec")]
@@ -261,16 +263,6 @@ pub struct EbsSnapshotStep {
     pub endpoint: Option<Str>,
 }
 
-/// AWS credentials for the runner: `default_chain` or `{ etcd_prefix: /aws/ }`.
-#[derive(Debug, Clone, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Credentials {
-    /// The SDK's default chain (environment, instance profile, ...).
-    DefaultChain,
-    /// `PREFIX` + `access-key-id` and `secret-access-key` in etcd.
-    EtcdPrefix(String),
-}
-
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[schemars(untagged)]
@@ -348,27 +340,39 @@ impl<'de> Deserialize<'de> for Str {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
+        /// Never echoes what was written: it is a secret someone just
+        /// pasted, whatever its type.
+        fn refused<E: serde::de::Error>() -> E {
+            E::custom(
+                "a secret cannot be written in the spec; store it in \
+                 etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`",
+            )
+        }
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Secret;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("`{ etcd: KEY }`")
             }
             fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Secret, E> {
-                // Never echo the value: it is a secret someone just pasted.
-                Err(E::custom(
-                    "a secret cannot be written in the spec; store it in etcd \
-                     (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`",
-                ))
+                Err(refused())
             }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-                self.visit_str("")
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Secret, A::Error> {
+                // Only `etcd:` is read; any other key is refused without
+                // naming it (a pasted `{ hunter2: }` is still a secret).
+                let key: Option<String> = map.next_key()?;
+                if key.as_deref() != Some("etcd") {
+                    return Err(refused());
+                }
+                let etcd: String = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(refused());
+                }
+                Ok(Secret(EtcdRef { etcd }))
             }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-                self.visit_str("")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
-                EtcdRef::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Secret)
-            }
+            crate::contract::secret::refuse_other_types!(refused);
         }
         d.deserialize_any(V)
     }
@@ -422,33 +426,5 @@ impl<'de> Deserialize<'de> for Step {
             }
         }
         d.deserialize_map(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Credentials {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const VARIANTS: &[&str] = &["default_chain", "etcd_prefix"];
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Credentials;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`default_chain` or `{ etcd_prefix: /aws/ }`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Credentials, E> {
-                match v {
-                    "default_chain" => Ok(Credentials::DefaultChain),
-                    other => Err(E::unknown_variant(other, &["default_chain"])),
-                }
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Credentials, A::Error> {
-                one_key_map(map, &VARIANTS[1..], |_, map| {
-                    map.next_value().map(Credentials::EtcdPrefix)
-                })
-            }
-        }
-        d.deserialize_any(V)
     }
 }

@@ -19,10 +19,13 @@ use etcd_client::{EventType, WatchStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
-use crate::Loaded;
-use crate::cli::WatchArgs;
+use crate::cmd::cli::WatchArgs;
+use crate::cmd::report::report;
+use crate::cmd::settings::{ValueSource, ValuesFile, runtime};
 use crate::error::Error;
-use crate::resolve::{ValueSource, Values, resolve};
+use crate::generate::render::UnitFile;
+use crate::generate::values::Values;
+use crate::generate::{Loaded, load};
 
 const SPEC_POLL: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -31,7 +34,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_DELAY_FACTOR: u32 = 10;
 
 pub fn run(args: &WatchArgs) -> Result<(), Error> {
-    let debounce = match crate::timespan::parse(&args.debounce) {
+    let debounce = match crate::contract::timespan::parse(&args.debounce) {
         Ok(Some(d)) => d,
         Ok(None) => {
             return Err(Error::Usage(
@@ -40,14 +43,14 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
         }
         Err(e) => return Err(Error::Usage(format!("--debounce {e}"))),
     };
-    crate::app::runtime()?.block_on(async {
+    runtime()?.block_on(async {
         let mut watcher = Watcher::start(args, debounce).await?;
         watcher.run().await
     })
 }
 
 fn note(message: impl std::fmt::Display) {
-    eprintln!("unitgen watch: {message}");
+    crate::cmd::report::note("watch", message);
 }
 
 struct Watcher<'a> {
@@ -62,16 +65,17 @@ struct Watcher<'a> {
     revision: i64,
     /// The keys the open watch covers.
     watched: BTreeSet<String>,
-    /// Forget every value before the next render (spec change, compaction).
+    /// Fetch every value again before the next render (spec change,
+    /// compaction).
     reread: bool,
 }
 
 impl<'a> Watcher<'a> {
     /// The first render: any failure here ends the command.
     async fn start(args: &'a WatchArgs, debounce: Duration) -> Result<Watcher<'a>, Error> {
-        let loaded = crate::load(&args.spec.spec)?;
-        let source = crate::app::value_source(&args.spec, &loaded)?;
-        let values = source.values();
+        let loaded = load(&args.spec.spec)?;
+        let mut source = ValueSource::for_spec(&args.spec, &loaded)?;
+        let values = source.fetch(loaded.refs()).await?;
         let mut watcher = Watcher {
             args,
             debounce,
@@ -83,8 +87,11 @@ impl<'a> Watcher<'a> {
             watched: BTreeSet::new(),
             reread: false,
         };
+        if let ValueSource::Etcd(e) = &watcher.source {
+            watcher.revision = e.revision();
+        }
         watcher.inputs = watcher.read_inputs();
-        let files = watcher.resolve().await??;
+        let files = watcher.loaded.render(&watcher.values)?;
         watcher.publish(&files).await?;
         Ok(watcher)
     }
@@ -102,29 +109,22 @@ impl<'a> Watcher<'a> {
             .collect()
     }
 
-    /// Resolves (fetching what is not known yet) and renders. The outer
-    /// error is etcd's; the inner one the spec's.
-    async fn resolve(&mut self) -> Result<Result<Vec<crate::render::UnitFile>, Error>, Error> {
+    /// Renders from the values in memory, fetching them all again first
+    /// when asked to. The outer error is etcd's; the inner one the spec's.
+    async fn render(&mut self) -> Result<Result<Vec<UnitFile>, Error>, Error> {
         if self.reread {
-            self.values.clear();
-        }
-        let loaded = &self.loaded;
-        let result = resolve(&mut self.values, &mut self.source, |v| loaded.render(v)).await;
-        if let ValueSource::Etcd(e) = &mut self.source {
-            let fetched_at = e.take_revision();
-            if self.reread || self.revision == 0 {
-                self.revision = fetched_at;
+            self.values = self.source.fetch(self.loaded.refs()).await?;
+            if let ValueSource::Etcd(e) = &self.source {
+                self.revision = e.revision();
             }
-        }
-        if result.is_ok() {
             self.reread = false;
         }
-        result
+        Ok(self.loaded.render(&self.values))
     }
 
     /// Writes what changed, prints it, runs the hook.
-    async fn publish(&mut self, files: &[crate::render::UnitFile]) -> Result<(), Error> {
-        let written = crate::output::write(&self.args.output, files)?;
+    async fn publish(&mut self, files: &[UnitFile]) -> Result<(), Error> {
+        let written = crate::generate::output::write(&self.args.output, files)?;
         let mut out = std::io::stdout().lock();
         for path in written.changed.iter().chain(&written.removed) {
             let _ = writeln!(out, "{}", path.display());
@@ -152,10 +152,10 @@ impl<'a> Watcher<'a> {
 
     /// Renders again after changes; a failure keeps the last good units.
     async fn rerender(&mut self) -> Result<(), Error> {
-        match self.resolve().await {
+        match self.render().await {
             Err(e) => Err(e),
             Ok(Err(e)) => {
-                crate::app::report(&e);
+                report(&e);
                 note(format!(
                     "keeping the last good units in {}",
                     self.args.output.display()
@@ -164,7 +164,7 @@ impl<'a> Watcher<'a> {
             }
             Ok(Ok(files)) => {
                 if let Err(e) = self.publish(&files).await {
-                    crate::app::report(&e);
+                    report(&e);
                 }
                 Ok(())
             }
@@ -174,7 +174,7 @@ impl<'a> Watcher<'a> {
     /// Opens one watch stream covering every referenced key, resuming
     /// after the last revision applied.
     async fn open(&mut self) -> Result<Option<WatchStream>, Error> {
-        let keys: BTreeSet<String> = self.values.requested().into_keys().collect();
+        let keys: BTreeSet<String> = self.loaded.refs().needs().keys().cloned().collect();
         let ValueSource::Etcd(source) = &mut self.source else {
             return Ok(None);
         };
@@ -261,7 +261,7 @@ impl<'a> Watcher<'a> {
                     }
                     Err(e) => {
                         if !lost {
-                            crate::app::report(&e);
+                            report(&e);
                             note("retrying with backoff; the units stay as they are");
                             lost = true;
                         }
@@ -289,20 +289,20 @@ impl<'a> Watcher<'a> {
                     let inputs = self.read_inputs();
                     if inputs != self.inputs {
                         self.inputs = inputs;
-                        match crate::load(&self.args.spec.spec) {
+                        match load(&self.args.spec.spec) {
                             Ok(loaded) => {
                                 note(format!("{} changed; rendering again", self.args.spec.spec.display()));
                                 self.loaded = loaded;
                                 if let Some(path) = &self.args.spec.values {
-                                    match crate::resolve::ValuesFile::read(path) {
-                                        Ok(file) => self.source = ValueSource::File(file, path.display().to_string()),
-                                        Err(e) => crate::app::report(&e),
+                                    match ValuesFile::read(path) {
+                                        Ok(file) => self.source = ValueSource::File(file, path.clone()),
+                                        Err(e) => report(&e),
                                     }
                                 }
                                 self.reread = true;
                                 schedule(&mut render_at, &mut first_pending);
                             }
-                            Err(e) => crate::app::report(&e),
+                            Err(e) => report(&e),
                         }
                     }
                 }
@@ -337,14 +337,14 @@ impl<'a> Watcher<'a> {
                     first_pending = None;
                     match self.rerender().await {
                         Ok(()) => {
-                            let keys: BTreeSet<String> = self.values.requested().into_keys().collect();
+                            let keys: BTreeSet<String> = self.loaded.refs().needs().keys().cloned().collect();
                             if self.is_etcd() && (keys != self.watched || stream.is_none()) {
                                 stream = None;
                                 retry_at = Some(Instant::now());
                             }
                         }
                         Err(e) => {
-                            crate::app::report(&e);
+                            report(&e);
                             note("will render again once etcd answers");
                             if let ValueSource::Etcd(s) = &mut self.source {
                                 s.disconnect();

@@ -189,18 +189,27 @@ impl ExecLine {
     }
 }
 
-/// `KEY=value` for `Environment=`, which unquotes and C-unescapes and
+/// `"KEY=value"` for `Environment=`, which unquotes and C-unescapes and
 /// resolves specifiers, but never expands `$` (systemd.exec(5)).
-pub fn environment_assignment(key: &str, value: &str) -> Result<String, EscapeError> {
-    assert!(
-        is_env_name(key),
-        "environment_assignment({key:?}): callers check names first"
-    );
-    reject_line_breaks(value)?;
-    let mut out = format!("\"{key}=");
-    push_escaped(&mut out, value, '"', false);
-    out.push('"');
-    Ok(out)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvAssignment(String);
+
+impl EnvAssignment {
+    pub fn new(key: &str, value: &str) -> Result<Self, EscapeError> {
+        assert!(
+            is_env_name(key),
+            "EnvAssignment::new({key:?}): callers check names first"
+        );
+        reject_line_breaks(value)?;
+        let mut out = format!("\"{key}=");
+        push_escaped(&mut out, value, '"', false);
+        out.push('"');
+        Ok(EnvAssignment(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Appends `text` as the inside of a systemd string quoted with `quote`:
@@ -444,7 +453,9 @@ mod tests {
     #[test]
     fn environment() {
         assert_eq!(
-            environment_assignment("K", "a \"b\" 100% $X \\").unwrap(),
+            EnvAssignment::new("K", "a \"b\" 100% $X \\")
+                .unwrap()
+                .as_str(),
             "\"K=a \\\"b\\\" 100%% $X \\\\\""
         );
         assert!(is_env_name("AWS_REGION"));

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::render::UnitFile;
+use crate::generate::render::UnitFile;
 
 /// Lists the files unitgen wrote in a folder, so that the units of removed
 /// jobs can be deleted without ever touching a file unitgen did not write.

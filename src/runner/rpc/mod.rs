@@ -5,22 +5,18 @@
 //! Errors name the category and what to do in one line, and never carry the
 //! password or the cookie value (they exist only in the request header).
 
-use std::fmt::Write as _;
+mod http;
+
 use std::time::Duration;
 
-use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
-use hyper::body::Bytes;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use serde_json::Value;
 
-use crate::job::RpcCall;
-use crate::secret::SecretString;
+use crate::contract::RpcCall;
+use crate::contract::rpc::RpcUrl;
+use crate::contract::secret::SecretString;
 
-/// Used when the step gives no `timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::contract::rpc::DEFAULT_TIMEOUT;
 
 /// The largest response body accepted. `backupwallet` answers `null`; even
 /// big answers (`listtransactions`) stay far below this, so a bigger body
@@ -38,14 +34,10 @@ const WALLET_NOT_SPECIFIED: i64 = -19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
-    #[error("invalid RPC URL `{url}`: {reason}")]
-    InvalidUrl { url: String, reason: String },
-
-    #[error(
-        "RPC URL `{url}` uses https, but bitcoind's RPC server has no TLS: use http:// through an \
-         SSH or stunnel tunnel, or over a private network"
-    )]
-    HttpsRefused { url: String },
+    /// The contract's check refuses such a URL before anything runs;
+    /// this is the runner's own guard.
+    #[error("invalid RPC URL: {0}")]
+    InvalidUrl(String),
 
     #[error("invalid RPC timeout: {0}")]
     InvalidTimeout(String),
@@ -191,22 +183,9 @@ fn span(d: Duration) -> String {
     }
 }
 
-/// Server text made fit for one log line: line breaks become spaces,
-/// other control characters `?`, and long text is cut.
+/// Server text made fit for one log line, cut at `max_chars`.
 fn flat(text: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max_chars {
-            out.push('…');
-            break;
-        }
-        out.push(match c {
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_control() => '?',
-            c => c,
-        });
-    }
-    out
+    crate::diag::flat(text, max_chars)
 }
 
 /// Flattened, but never cut: server messages are short and all of it matters.
@@ -223,11 +202,8 @@ fn flat_all(text: &str) -> String {
 /// default 60s, `infinity` for none) covers name resolution, connect,
 /// request and response.
 pub async fn call(call: &RpcCall, password: Option<&SecretString>) -> Result<Value, RpcError> {
-    let target = Target::parse(&call.url)?;
-    let timeout = match &call.timeout {
-        Some(t) => crate::timespan::parse(t).map_err(RpcError::InvalidTimeout)?,
-        None => Some(DEFAULT_TIMEOUT),
-    };
+    let target = RpcUrl::parse(&call.url).map_err(|e| RpcError::InvalidUrl(e.0))?;
+    let timeout = call.time_limit().map_err(RpcError::InvalidTimeout)?;
     let auth = match (&call.cookie_file, &call.user, password) {
         (Some(path), _, _) => Some(read_cookie(path)?),
         (None, Some(user), Some(password)) => {
@@ -235,7 +211,7 @@ pub async fn call(call: &RpcCall, password: Option<&SecretString>) -> Result<Val
         }
         _ => None,
     };
-    let exchange = exchange(&target, call, auth.as_ref());
+    let exchange = http::exchange(&target, call, auth.as_ref());
     let (status, body) = match timeout {
         Some(after) => {
             tokio::time::timeout(after, exchange)
@@ -249,129 +225,6 @@ pub async fn call(call: &RpcCall, password: Option<&SecretString>) -> Result<Val
         None => exchange.await?,
     };
     interpret(call, &target, status, &body)
-}
-
-/// Where the request goes, from an `http://host[:port][/path]` URL.
-#[derive(Debug, PartialEq)]
-struct Target {
-    /// As written, without brackets for an IPv6 literal.
-    host: String,
-    port: u16,
-    /// Origin-form path, starting with `/`, without a trailing `/` unless it
-    /// is only `/`.
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, RpcError> {
-        let invalid = |reason: &str| RpcError::InvalidUrl {
-            url: flat(url, 200),
-            reason: reason.to_owned(),
-        };
-        let scheme_end = url
-            .find("://")
-            .ok_or_else(|| invalid("expected http://HOST:PORT/"))?;
-        let scheme = url[..scheme_end].to_ascii_lowercase();
-        if scheme == "https" {
-            return Err(RpcError::HttpsRefused {
-                url: flat(url, 200),
-            });
-        }
-        if scheme != "http" {
-            return Err(invalid("expected http://HOST:PORT/"));
-        }
-        let rest = &url[scheme_end + 3..];
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            // Never echo it: the part before `@` may be a password.
-            return Err(RpcError::InvalidUrl {
-                url: "(not shown: it holds credentials)".into(),
-                reason: "credentials do not belong in the URL; use the step's `user` and \
-                         `password` (from etcd) or `cookie_file`"
-                    .into(),
-            });
-        }
-        if path.contains(['?', '#']) || authority.contains(['?', '#']) {
-            return Err(invalid("JSON-RPC URLs take no query or fragment"));
-        }
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid("it contains whitespace or control characters"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed `[` in the host"))?;
-            match after {
-                "" => (host, None),
-                p => (
-                    host,
-                    Some(
-                        p.strip_prefix(':')
-                            .ok_or_else(|| invalid("expected `:PORT` after `]`"))?,
-                    ),
-                ),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("the host is missing"));
-        }
-        let port = match port {
-            // URL semantics: http without a port is 80, not bitcoind's 8332.
-            None => 80,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => return Err(invalid("the port is not a number from 1 to 65535")),
-            },
-        };
-        let trimmed = path.trim_end_matches('/');
-        let path = if trimmed.is_empty() { "/" } else { trimmed };
-        Ok(Target {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-        })
-    }
-
-    /// `host:port` for messages and the Host header.
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    fn path_for(&self, wallet: Option<&str>) -> String {
-        let Some(wallet) = wallet else {
-            return self.path.clone();
-        };
-        let mut path = self.path.trim_end_matches('/').to_owned();
-        path.push_str("/wallet/");
-        path.push_str(&percent_encode(wallet));
-        path
-    }
-}
-
-/// Every byte but RFC 3986's unreserved characters becomes `%XX`
-/// (bitcoind URL-decodes the wallet name from the path).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// bitcoind's `.cookie`: `__cookie__:<hex>`, one line, rewritten each
@@ -394,137 +247,12 @@ fn read_cookie(path: &str) -> Result<SecretString, RpcError> {
     Ok(SecretString::new(line))
 }
 
-/// Aborts the connection task when the call ends or times out.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Resolve, connect, send, and read the whole body (up to the limit).
-async fn exchange(
-    target: &Target,
-    call: &RpcCall,
-    auth: Option<&SecretString>,
-) -> Result<(StatusCode, Bytes), RpcError> {
-    let addr = target.addr();
-    let connection_failed = |reason: String| RpcError::ConnectionFailed {
-        addr: addr.clone(),
-        reason: flat_all(&reason),
-    };
-    let transport = |e: hyper::Error| RpcError::Transport {
-        addr: addr.clone(),
-        reason: flat_all(&error_chain(&e)),
-    };
-
-    // getaddrinfo, so /etc/hosts entries (Docker's --link) resolve.
-    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| connection_failed(format!("cannot resolve `{}`: {e}", target.host)))?
-        .collect();
-    let mut last_error = None;
-    let mut stream = None;
-    for a in &addrs {
-        match tokio::net::TcpStream::connect(a).await {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    let stream = match (stream, last_error) {
-        (Some(s), _) => s,
-        (None, Some(e)) => return Err(connection_failed(e.to_string())),
-        (None, None) => {
-            return Err(connection_failed(format!(
-                "`{}` resolved to no address",
-                target.host
-            )));
-        }
-    };
-    let _ = stream.set_nodelay(true);
-
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(transport)?;
-    let _connection = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
-
-    let body = serde_json::json!({
-        "jsonrpc": "1.0",
-        "id": "unitgen",
-        "method": call.method,
-        "params": call.params,
-    });
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(target.path_for(call.wallet.as_deref()))
-        .header(header::HOST, addr.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| RpcError::InvalidUrl {
-            url: flat(&call.url, 200),
-            reason: flat_all(&e.to_string()),
-        })?;
-    if let Some(auth) = auth {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(auth.expose());
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
-            .expect("base64 is a valid header value");
-        value.set_sensitive(true);
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-    }
-
-    let response = sender.send_request(request).await.map_err(|e| {
-        if e.is_parse() {
-            RpcError::InvalidResponse {
-                addr: addr.clone(),
-                reason: format!("not HTTP ({})", flat_all(&error_chain(&e))),
-            }
-        } else {
-            transport(e)
-        }
-    })?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                RpcError::ResponseTooLarge { addr: addr.clone() }
-            } else {
-                RpcError::Transport {
-                    addr: addr.clone(),
-                    reason: flat_all(&error_chain(e.as_ref())),
-                }
-            }
-        })?
-        .to_bytes();
-    Ok((status, body))
-}
-
-/// An error and its sources, as `a: b: c` (hyper's Display shows only the
-/// outermost).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
-
 /// Maps the HTTP status and body to the result. The body is read whatever
 /// the status: JSON-RPC 1.0 servers (bitcoind) send errors with HTTP 500 or
 /// 404 and a JSON body, JSON-RPC 2.0 servers with HTTP 200.
 fn interpret(
     call: &RpcCall,
-    target: &Target,
+    target: &RpcUrl,
     status: StatusCode,
     body: &[u8],
 ) -> Result<Value, RpcError> {
@@ -613,6 +341,7 @@ fn rpc_error(call: &RpcCall, error: &Value) -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -999,7 +728,7 @@ mod tests {
         let err = call_with_password(&rpc("https://bitcoind:8332/", "x"))
             .await
             .unwrap_err();
-        assert!(matches!(err, RpcError::HttpsRefused { .. }), "{err:?}");
+        assert!(matches!(err, RpcError::InvalidUrl(_)), "{err:?}");
         let text = err.to_string();
         assert!(
             text.contains("no TLS") && text.contains("stunnel"),
@@ -1009,66 +738,13 @@ mod tests {
         let err = call_with_password(&rpc(&format!("http://u:{PASSWORD}@bitcoind:8332/"), "x"))
             .await
             .unwrap_err();
-        assert!(matches!(err, RpcError::InvalidUrl { .. }), "{err:?}");
+        assert!(matches!(err, RpcError::InvalidUrl(_)), "{err:?}");
         assert_clean(&err);
 
         let mut call = rpc("http://bitcoind:8332/", "x");
         call.timeout = Some("soon".into());
         let err = call_with_password(&call).await.unwrap_err();
         assert!(matches!(err, RpcError::InvalidTimeout(_)), "{err:?}");
-    }
-
-    #[test]
-    fn urls() {
-        let t = |url: &str| {
-            Target::parse(url).map(|t| (t.host.clone(), t.port, t.path.clone(), t.addr()))
-        };
-        let ok = |host: &str, port, path: &str, addr: &str| {
-            Ok::<_, RpcError>((host.to_owned(), port, path.to_owned(), addr.to_owned()))
-        };
-        assert_eq!(
-            t("http://bitcoind:8332/").unwrap(),
-            ok("bitcoind", 8332, "/", "bitcoind:8332").unwrap()
-        );
-        assert_eq!(
-            t("http://bitcoind:8332").unwrap(),
-            ok("bitcoind", 8332, "/", "bitcoind:8332").unwrap()
-        );
-        assert_eq!(
-            t("HTTP://bitcoind").unwrap(),
-            ok("bitcoind", 80, "/", "bitcoind:80").unwrap()
-        );
-        assert_eq!(
-            t("http://[::1]:8332/rpc/").unwrap(),
-            ok("::1", 8332, "/rpc", "[::1]:8332").unwrap()
-        );
-        assert_eq!(
-            t("http://[::1]").unwrap(),
-            ok("::1", 80, "/", "[::1]:80").unwrap()
-        );
-        for bad in [
-            "bitcoind:8332",
-            "ftp://bitcoind/",
-            "http://:8332/",
-            "http://bitcoind:0/",
-            "http://bitcoind:99999/",
-            "http://bitcoind:port/",
-            "http://[::1/",
-            "http://bitcoind:8332/?x=1",
-            "http://bitcoind:8332/#x",
-            "http://bit coind/",
-        ] {
-            assert!(
-                matches!(Target::parse(bad), Err(RpcError::InvalidUrl { .. })),
-                "{bad}"
-            );
-        }
-        let target = Target::parse("http://h:1/base/").unwrap();
-        assert_eq!(target.path_for(None), "/base");
-        assert_eq!(target.path_for(Some("hot")), "/base/wallet/hot");
-        let root = Target::parse("http://h:1/").unwrap();
-        assert_eq!(root.path_for(Some("")), "/wallet/");
-        assert_eq!(root.path_for(Some("a b/ü~%")), "/wallet/a%20b%2F%C3%BC~%25");
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! `file:line:col` with its key path.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -12,67 +11,47 @@ use serde_yaml::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::error::{Error, Problem};
-
-/// A path into the spec, such as `jobs.backup.steps[0].rpc.url`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct KeyPath(Vec<Seg>);
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-impl KeyPath {
-    pub fn root() -> Self {
-        KeyPath(Vec::new())
-    }
-
-    pub fn key(&self, key: &str) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Key(key.to_owned()));
-        p
-    }
-
-    pub fn index(&self, index: usize) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Index(index));
-        p
-    }
-
-    fn parent(&self) -> Option<KeyPath> {
-        let mut p = self.clone();
-        p.0.pop().map(|_| p)
-    }
-
-    fn starts_with(&self, other: &KeyPath) -> bool {
-        self.0.starts_with(&other.0)
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("(top level)");
-        }
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
-                Seg::Key(k) => write!(f, ".{k}")?,
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
-    }
-}
+use crate::diag::{KeyPath, Kind, Location, Problem, Seg, cut};
+use crate::error::Error;
+use crate::generate::spec::{Job, Spec, SpecOf};
 
 /// The result of decoding: the value, if one could be decoded once the
 /// offending keys were removed, and the problems found on the way.
 pub struct Decoded<T> {
     pub value: Option<T>,
     pub problems: Vec<Problem>,
-    removed: Vec<String>,
+    removed: Removed,
+}
+
+/// The keys decoding removed to get past a problem, indexed so that asking
+/// about one path costs its depth, not the number of problems.
+#[derive(Default)]
+struct Removed {
+    /// The removed paths.
+    paths: HashSet<KeyPath>,
+    /// Their parents, where those are deeper than a job.
+    holders: HashSet<KeyPath>,
+    /// Every ancestor of a removed path (and the path itself).
+    ancestors: HashSet<KeyPath>,
+}
+
+impl Removed {
+    fn insert(&mut self, path: KeyPath) {
+        match path.parent() {
+            Some(holder) if holder.len() >= 2 => {
+                self.holders.insert(holder);
+            }
+            Some(_) => {}
+            // A top-level key is its own holder, and shallow.
+            None => {}
+        }
+        let mut p = Some(path.clone());
+        while let Some(q) = p {
+            p = q.parent();
+            self.ancestors.insert(q);
+        }
+        self.paths.insert(path);
+    }
 }
 
 impl<T> Decoded<T> {
@@ -81,29 +60,17 @@ impl<T> Decoded<T> {
     /// as "a user needs a password"), or a job-level (or deeper) ancestor
     /// that now misses it. A real problem hidden this way shows up on the
     /// next run, once the first is fixed.
-    pub fn affected(&self, path: &str) -> bool {
-        let within = |inner: &str, outer: &str| {
-            inner == outer
-                || inner
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-        };
-        let shallow = !path.contains('.') && !path.contains('[');
-        self.removed.iter().any(|r| {
-            let holder = r.rfind(['.', '[']).map_or(r.as_str(), |i| &r[..i]);
-            let holder_is_deep = holder.contains('.');
-            (holder_is_deep && within(path, holder))
-                || within(path, r)
-                || (!shallow && within(r, path))
-        })
+    pub fn affected(&self, path: &KeyPath) -> bool {
+        let r = &self.removed;
+        let mut p = Some(path.clone());
+        while let Some(q) = p {
+            if r.paths.contains(&q) || r.holders.contains(&q) {
+                return true;
+            }
+            p = q.parent();
+        }
+        path.len() >= 2 && r.ancestors.contains(path)
     }
-}
-
-/// A 1-based line and column in the spec file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub line: usize,
-    pub col: usize,
 }
 
 /// A spec file's text, its display name, and where each key and value sits.
@@ -122,7 +89,8 @@ struct Locations {
 }
 
 impl Source {
-    /// Reads a spec file. A missing or unreadable file is a usage error.
+    /// Reads a spec file (`-` is standard input). A missing or unreadable
+    /// file is a usage error.
     pub fn read(path: &Path) -> Result<Source, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ReadSpec {
             path: path.to_owned(),
@@ -150,17 +118,17 @@ impl Source {
     }
 
     /// A problem about the key at `path` (unknown or misplaced keys).
-    pub fn at_key(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+    pub fn at_key(&self, path: &KeyPath, kind: Kind, message: impl Into<String>) -> Problem {
         let loc = self
             .locations()
             .keys
             .get(path)
             .or_else(|| self.locations().values.get(path));
-        self.problem(loc.copied(), path, message)
+        self.problem(loc.copied(), path, kind, message)
     }
 
     /// A problem about the value at `path`.
-    pub fn at_value(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+    pub fn at_value(&self, path: &KeyPath, kind: Kind, message: impl Into<String>) -> Problem {
         // The nearest located ancestor, so that a problem in a value built
         // by the decoder (a missing field) still points somewhere useful.
         let mut p = Some(path.clone());
@@ -178,98 +146,149 @@ impl Source {
                 None => break None,
             }
         };
-        self.problem(loc, path, message)
+        self.problem(loc, path, kind, message)
     }
 
     fn problem(
         &self,
         loc: Option<Location>,
         path: &KeyPath,
+        kind: Kind,
         message: impl Into<String>,
     ) -> Problem {
         Problem {
             file: self.name.clone(),
             location: loc,
-            path: path.to_string(),
+            path: path.clone(),
+            kind,
             message: message.into(),
         }
     }
 
-    /// Parses and strictly decodes the whole file into `T`, collecting every
-    /// problem: after each decoding error the offending key is removed and
-    /// decoding runs again, so one mistake does not hide the next.
-    pub fn decode<T: DeserializeOwned>(&self) -> Decoded<T> {
-        let mut removed = Vec::new();
-        let (value, problems) = match self.decode_inner(&mut removed) {
-            Ok(v) => (Some(v), Vec::new()),
-            Err((v, p)) => (v, p),
+    /// Parses and strictly decodes the whole spec, collecting every
+    /// problem. The top level is decoded with each job left as raw YAML,
+    /// then each job on its own: after a decoding error the offending key
+    /// is removed and only that part is decoded again, so one mistake does
+    /// not hide the next, and 10,000 mistakes cost 10,000 small decodes.
+    pub fn decode(&self) -> Decoded<Spec> {
+        let mut removed = Removed::default();
+        let value: Value = match serde_yaml::from_str(&self.text) {
+            Ok(Value::Null) => {
+                let problem = self.problem(
+                    None,
+                    &KeyPath::root(),
+                    Kind::Invalid,
+                    "the spec is empty; start with `version: 1` and a `jobs:` map",
+                );
+                return Decoded {
+                    value: None,
+                    problems: vec![problem],
+                    removed,
+                };
+            }
+            Ok(v) => v,
+            Err(e) => {
+                let problem = self.yaml_syntax_problem(&e);
+                return Decoded {
+                    value: None,
+                    problems: vec![problem],
+                    removed,
+                };
+            }
+        };
+        let mut problems = Vec::new();
+        let top: Option<SpecOf<Value>> =
+            self.decode_part(value, &KeyPath::root(), &mut removed, &mut problems);
+        let Some(top) = top else {
+            return Decoded {
+                value: None,
+                problems,
+                removed,
+            };
+        };
+        let jobs_path = KeyPath::root().key("jobs");
+        let mut jobs = BTreeMap::new();
+        for (name, raw) in top.jobs {
+            // A job that cannot be decoded at all has its problems reported
+            // and is left out; the rest of the spec is still validated (a
+            // spec with problems never renders).
+            let job: Option<Job> =
+                self.decode_part(raw, &jobs_path.key(&name), &mut removed, &mut problems);
+            jobs.extend(job.map(|job| (name, job)));
+        }
+        let spec = SpecOf {
+            version: top.version,
+            etcd: top.etcd,
+            defaults: top.defaults,
+            jobs,
         };
         Decoded {
-            value,
+            value: Some(spec),
             problems,
-            removed: removed.iter().map(ToString::to_string).collect(),
+            removed,
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn decode_inner<T: DeserializeOwned>(
+    /// Decodes `value` (found at `base`) into `T`, removing each offending
+    /// key and trying again.
+    fn decode_part<T: DeserializeOwned>(
         &self,
-        removed: &mut Vec<KeyPath>,
-    ) -> Result<T, (Option<T>, Vec<Problem>)> {
-        let mut value: Value = match serde_yaml::from_str(&self.text) {
-            Ok(Value::Null) => {
-                return Err((
-                    None,
-                    vec![self.problem(
-                        None,
-                        &KeyPath::root(),
-                        "the spec is empty; start with `version: 1` and a `jobs:` map",
-                    )],
-                ));
-            }
-            Ok(v) => v,
-            Err(e) => return Err((None, vec![self.yaml_syntax_problem(&e)])),
-        };
-        let mut problems = Vec::new();
+        mut value: Value,
+        base: &KeyPath,
+        removed: &mut Removed,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        let mut here: Vec<KeyPath> = Vec::new();
         // Each round removes one node, so this ends; the bound is a backstop.
         for _ in 0..10_000 {
             let err = match serde_path_to_error::deserialize::<_, T>(&value) {
-                Ok(spec) if problems.is_empty() => return Ok(spec),
-                Ok(spec) => return Err((Some(spec), problems)),
+                Ok(v) => return Some(v),
                 Err(err) => err,
             };
-            let path = to_key_path(err.path());
+            let rel = to_key_path(err.path());
             let message = err.inner().to_string();
             // An error about a node that contained something already removed
             // is a consequence of that removal, not the user's mistake.
-            let secondary = removed.iter().any(|r| r.starts_with(&path));
+            let secondary = here.iter().any(|r| r.starts_with(&rel));
             if !secondary {
-                problems.push(self.describe(&path, &message));
+                problems.push(self.describe(&base.join(&rel), &message));
             }
-            if remove(&mut value, &path) {
-                removed.push(path);
+            if remove(&mut value, &rel) {
+                removed.insert(base.join(&rel));
+                here.push(rel);
                 continue;
             }
             // A bad sequence element: drop the whole sequence (its later
             // elements go unchecked, everything else is still checked).
-            match path.parent() {
-                Some(parent) if remove(&mut value, &parent) => removed.push(parent),
+            match rel.parent() {
+                Some(parent) if remove(&mut value, &parent) => {
+                    removed.insert(base.join(&parent));
+                    here.push(parent);
+                }
                 _ => break,
             }
         }
-        Err((None, problems))
+        None
     }
 
     fn describe(&self, path: &KeyPath, message: &str) -> Problem {
         if let Some(rest) = message.strip_prefix("unknown field `") {
             let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            return self.at_key(path, unknown_message("key", key, expected));
+            return self.at_key(
+                path,
+                Kind::UnknownKey,
+                unknown_message("key", key, expected),
+            );
         }
         if let Some(rest) = message.strip_prefix("unknown variant `") {
             let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            return self.at_key(path, unknown_message("value", name, expected));
+            return self.at_key(
+                path,
+                Kind::UnknownKey,
+                unknown_message("value", name, expected),
+            );
         }
-        self.at_value(path, shorten(message))
+        self.at_value(path, Kind::Type, shorten(message))
     }
 
     fn yaml_syntax_problem(&self, e: &serde_yaml::Error) -> Problem {
@@ -286,7 +305,8 @@ impl Source {
                 line: l.line(),
                 col: l.column(),
             }),
-            path: String::new(),
+            path: KeyPath::root(),
+            kind: Kind::Syntax,
             message: format!("not valid YAML: {message}"),
         }
     }
@@ -314,15 +334,7 @@ fn unknown_message(what: &str, name: &str, expected: &str) -> String {
 /// Error messages quote the offending value; a 10 kB value would drown the
 /// message, so it is cut.
 fn shorten(message: &str) -> String {
-    const MAX: usize = 200;
-    if message.len() <= MAX {
-        return message.to_owned();
-    }
-    let mut end = MAX;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    cut(message, 200).into_owned()
 }
 
 fn to_key_path(path: &serde_path_to_error::Path) -> KeyPath {
@@ -330,10 +342,10 @@ fn to_key_path(path: &serde_path_to_error::Path) -> KeyPath {
     let mut out = KeyPath::root();
     for seg in path {
         match seg {
-            Segment::Seq { index } => out.0.push(Seg::Index(*index)),
-            Segment::Map { key } => out.0.push(Seg::Key(key.clone())),
+            Segment::Seq { index } => out.push(Seg::Index(*index)),
+            Segment::Map { key } => out.push(Seg::Key(key.clone())),
             // Externally tagged enums are single-key maps in YAML.
-            Segment::Enum { variant } => out.0.push(Seg::Key(variant.clone())),
+            Segment::Enum { variant } => out.push(Seg::Key(variant.clone())),
             Segment::Unknown => {}
         }
     }
@@ -344,7 +356,7 @@ fn to_key_path(path: &serde_path_to_error::Path) -> KeyPath {
 /// Sequence elements are not removed: that would shift the indices of the
 /// problems that follow.
 fn remove(value: &mut Value, path: &KeyPath) -> bool {
-    let Some((last, parents)) = path.0.split_last() else {
+    let Some((last, parents)) = path.segments().split_last() else {
         return false;
     };
     let mut node = value;
@@ -430,7 +442,7 @@ impl MarkedEventReceiver for Locator {
                 if self.stack.is_empty() {
                     return;
                 }
-                self.path.0.pop();
+                self.path.pop();
                 if role == Role::Value
                     && let Some(Frame::Map { pending, .. }) = self.stack.last_mut()
                 {
@@ -460,17 +472,17 @@ impl Locator {
                 if collection.is_none() {
                     return;
                 }
-                self.path.0.push(Seg::Key(key));
+                self.path.push(Seg::Key(key));
                 Role::Key
             }
             Some(Frame::Map {
                 pending: Some(key), ..
             }) => {
                 let key = key.clone();
-                self.path.0.push(Seg::Key(key));
+                self.path.push(Seg::Key(key));
                 self.found.values.insert(self.path.clone(), loc);
                 if collection.is_none() {
-                    self.path.0.pop();
+                    self.path.pop();
                     if let Some(Frame::Map { pending, .. }) = self.stack.last_mut() {
                         *pending = None;
                     }
@@ -479,11 +491,11 @@ impl Locator {
                 Role::Value
             }
             Some(Frame::Seq { next, .. }) => {
-                self.path.0.push(Seg::Index(*next));
+                self.path.push(Seg::Index(*next));
                 *next += 1;
                 self.found.values.insert(self.path.clone(), loc);
                 if collection.is_none() {
-                    self.path.0.pop();
+                    self.path.pop();
                     return;
                 }
                 Role::Value

@@ -1,0 +1,46 @@
+//! How `unitgen` reports errors: one line per problem on stderr, in the
+//! `file:line:col: path: message` form editors and CI logs link to.
+
+use std::io::Write;
+
+use crate::error::Error;
+
+/// Above this many problems, a count follows them (they scroll away).
+const SCREENFUL: usize = 20;
+
+pub fn report(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        Error::Invalid(problems) => {
+            for p in problems {
+                let _ = writeln!(err, "error: {p}");
+            }
+            if problems.len() > SCREENFUL {
+                let file = problems.first().map_or("the spec", |p| p.file.as_str());
+                let _ = writeln!(
+                    err,
+                    "error: {} problems in {}",
+                    problems.len(),
+                    crate::diag::escape_controls(file)
+                );
+            }
+        }
+        other => {
+            let _ = writeln!(
+                err,
+                "error: {}",
+                crate::diag::escape_controls(&other.to_string())
+            );
+        }
+    }
+}
+
+/// A note from a long-running command (`watch`), one line.
+pub fn note(command: &str, message: impl std::fmt::Display) {
+    let text = message.to_string();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "unitgen {command}: {}",
+        crate::diag::escape_controls(&text)
+    );
+}

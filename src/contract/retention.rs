@@ -1,0 +1,77 @@
+//! A retention policy: restic-style `keep_*` rules. The policy and its one
+//! rule (it must keep something) live here; the engine that applies it is
+//! `runner/retention.rs`, shared by every step that prunes.
+
+use serde::{Deserialize, Serialize};
+
+/// restic-style retention: each rule keeps the newest snapshot of that many
+/// distinct periods; a snapshot kept by any rule is kept. The spec and the
+/// runner share this type, so the policy reaches the runner as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Keep the newest N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest of each of the last N days that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest of each of the last N ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest of each of the last N years that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+}
+
+/// A policy that keeps nothing would delete everything it is applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an empty retention policy would delete every snapshot; set at least one `keep_*` above 0, or remove `retention`"
+)]
+pub struct EmptyPolicy;
+
+impl RetentionPolicy {
+    /// Refuses a policy that keeps nothing.
+    pub fn check(&self) -> Result<(), EmptyPolicy> {
+        let keeps = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        if keeps.iter().all(|k| k.unwrap_or(0) == 0) {
+            Err(EmptyPolicy)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_must_keep_something() {
+        assert_eq!(RetentionPolicy::default().check(), Err(EmptyPolicy));
+        let zero = RetentionPolicy {
+            keep_daily: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(zero.check(), Err(EmptyPolicy));
+        let one = RetentionPolicy {
+            keep_weekly: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(one.check(), Ok(()));
+    }
+}

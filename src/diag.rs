@@ -1,0 +1,278 @@
+//! Diagnostics: where a problem is ([`KeyPath`], [`Location`]), what it is
+//! ([`Problem`], [`Kind`]), and the one way every message shows a value
+//! ([`shown`]), flattens foreign text ([`flat`]) and an error chain
+//! ([`chain`]). Nothing here knows about systemd, etcd or the runner.
+
+use std::fmt;
+
+/// A path into the spec (or into one step, relative to it), such as
+/// `jobs.backup.steps[0].rpc.url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyPath(Vec<Seg>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl KeyPath {
+    pub fn root() -> Self {
+        KeyPath(Vec::new())
+    }
+
+    pub fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+
+    pub fn index(&self, index: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(index));
+        p
+    }
+
+    /// `self` followed by every segment of `rest`.
+    pub fn join(&self, rest: &KeyPath) -> Self {
+        let mut p = self.clone();
+        p.0.extend(rest.0.iter().cloned());
+        p
+    }
+
+    pub fn parent(&self) -> Option<KeyPath> {
+        let mut p = self.clone();
+        p.0.pop().map(|_| p)
+    }
+
+    pub fn starts_with(&self, other: &KeyPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn segments(&self) -> &[Seg] {
+        &self.0
+    }
+
+    pub fn push(&mut self, seg: Seg) {
+        self.0.push(seg);
+    }
+
+    pub fn pop(&mut self) -> Option<Seg> {
+        self.0.pop()
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(top level)");
+        }
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                // A key is user text: a line break in it must not break the
+                // one-line format of the message it appears in.
+                Seg::Key(k) if i == 0 => f.write_str(&escape_controls(k))?,
+                Seg::Key(k) => write!(f, ".{}", escape_controls(k))?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A 1-based line and column in the spec file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// What kind of problem, for tools (`--format json`) and for telling
+/// problems apart without reading their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The file is not YAML.
+    Syntax,
+    /// A key that the spec format does not have.
+    UnknownKey,
+    /// A value of the wrong type or shape.
+    Type,
+    /// A value that is well-formed but not allowed (the usual kind).
+    Invalid,
+    /// An etcd key the spec references is missing or unusable.
+    EtcdKey,
+    /// etcd could not be asked at all.
+    Etcd,
+    /// The output folder holds something unitgen must not overwrite.
+    Output,
+}
+
+/// One problem in a spec, located at `file:line:col` and its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub location: Option<Location>,
+    pub path: KeyPath,
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_controls(&self.file))?;
+        if let Some(loc) = self.location {
+            write!(f, ":{}:{}", loc.line, loc.col)?;
+        }
+        // A syntax error has no key path; any other top-level problem
+        // says so.
+        if self.kind != Kind::Syntax {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", escape_controls(&self.message))
+    }
+}
+
+/// Control characters as escapes (`\n`, `\u{1b}`), everything else as is:
+/// one problem is always one line.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// At most `max_chars` characters of `text`, with `…` where it was cut.
+pub fn cut(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
+
+/// A value quoted in a message: cut short (a 10 kB value would bury the
+/// message) and escaped, so a line break or a quote in it shows as such.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 60;
+    cut(value, MAX).escape_debug().to_string()
+}
+
+/// Text from elsewhere (a server's error, a file) made fit for one log
+/// line: line breaks and tabs become spaces, other control characters
+/// `?`, and it is cut at `max_chars`.
+pub fn flat(text: &str, max_chars: usize) -> String {
+    cut(text, max_chars)
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// An error and its sources as one line, `a: b: c`, skipping a message
+/// that the previous one already contains (tonic and the AWS SDK repeat
+/// their causes).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    flat(&parts.join(": "), usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_print_as_users_write_them() {
+        let p = KeyPath::root()
+            .key("jobs")
+            .key("a")
+            .key("steps")
+            .index(0)
+            .key("rpc");
+        assert_eq!(p.to_string(), "jobs.a.steps[0].rpc");
+        assert_eq!(KeyPath::root().to_string(), "(top level)");
+        assert_eq!(
+            KeyPath::root().key("jobs").key("a\nb").to_string(),
+            "jobs.a\\nb"
+        );
+    }
+
+    #[test]
+    fn a_problem_is_one_line() {
+        let p = Problem {
+            file: "s.yaml".into(),
+            location: Some(Location { line: 3, col: 3 }),
+            path: KeyPath::root().key("jobs").key("x\ny"),
+            kind: Kind::Invalid,
+            message: "bad\rvalue\u{1b}[2J".into(),
+        };
+        assert_eq!(
+            p.to_string(),
+            "s.yaml:3:3: jobs.x\\ny: bad\\rvalue\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn values_are_cut_and_escaped() {
+        assert_eq!(shown("a\"b\n"), "a\\\"b\\n");
+        let long = "x".repeat(100);
+        assert_eq!(shown(&long), format!("{}…", "x".repeat(60)));
+        assert_eq!(cut("äöü", 2), "äö…");
+        assert_eq!(flat("a\nb\tc\u{7}", 10), "a b c?");
+    }
+
+    #[test]
+    fn chains_skip_repeated_causes() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl fmt::Display for E {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "transport error: refused",
+            Some(Box::new(E(
+                "refused",
+                Some(Box::new(E("os error 111", None))),
+            ))),
+        );
+        assert_eq!(chain(&e), "transport error: refused: os error 111");
+    }
+}

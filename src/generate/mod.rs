@@ -1,0 +1,117 @@
+//! Spec -> unit files. Data flows one way:
+//!
+//! 1. read and decode (`source.rs`, into the serde mirror `spec.rs`),
+//!    collecting every problem with its location;
+//! 2. collect every `{ etcd: KEY }` reference (`values.rs`), which the edge
+//!    fetches once;
+//! 3. validate into a typed model (`validate/`, `model.rs`), each value
+//!    escaped for its systemd context on the way in (`escape.rs`);
+//! 4. render the model (`render.rs`), then check fleet's line limit;
+//! 5. write (`output.rs`): atomic, stale units removed, `--check`'s diff.
+//!
+//! Only the ends touch I/O: steps 2 to 4 are pure.
+
+pub mod escape;
+pub mod model;
+pub mod output;
+pub mod render;
+pub mod source;
+pub mod spec;
+pub mod validate;
+pub mod values;
+
+use std::path::Path;
+
+use crate::diag::Problem;
+use crate::error::Error;
+use render::{Renderer, UnitFile};
+use source::{Decoded, Source};
+use values::{Refs, Values};
+
+/// A spec read and decoded once, rendered as often as values change.
+pub struct Loaded {
+    pub src: Source,
+    decoded: Decoded<spec::Spec>,
+    refs: Refs,
+}
+
+/// Reads and decodes a spec. Decoding problems are kept and reported by
+/// [`Loaded::render`], together with everything validation finds.
+pub fn load(spec_path: &Path) -> Result<Loaded, Error> {
+    Ok(Loaded::new(Source::read(spec_path)?))
+}
+
+impl Loaded {
+    pub fn new(src: Source) -> Loaded {
+        let decoded = src.decode();
+        let refs = decoded
+            .value
+            .as_ref()
+            .map(Refs::collect)
+            .unwrap_or_default();
+        Loaded { src, decoded, refs }
+    }
+
+    /// The spec, as far as it could be decoded.
+    pub fn spec(&self) -> Option<&spec::Spec> {
+        self.decoded.value.as_ref()
+    }
+
+    /// Every etcd key the spec references, and what each is needed for.
+    pub fn refs(&self) -> &Refs {
+        &self.refs
+    }
+
+    /// Problems with the endpoints `unitgen` would read values from.
+    pub fn endpoint_problems(&self) -> Vec<Problem> {
+        match self.spec() {
+            Some(spec) => validate::etcd::endpoint_problems(spec, &self.src),
+            None => Vec::new(),
+        }
+    }
+
+    /// Validates and renders with `values`; nothing is touched on disk.
+    /// Every problem is reported at once, in file order.
+    pub fn render(&self, values: &Values) -> Result<Vec<UnitFile>, Error> {
+        self.render_with(values, Vec::new())
+    }
+
+    /// [`Loaded::render`], with problems found before validation (etcd
+    /// could not be asked) reported among the rest.
+    pub fn render_with(
+        &self,
+        values: &Values,
+        mut problems: Vec<Problem>,
+    ) -> Result<Vec<UnitFile>, Error> {
+        let decoded = &self.decoded;
+        problems.extend(decoded.problems.iter().cloned());
+        // Validate whatever could be decoded, so that one wrong type does not
+        // hide, say, a name collision elsewhere in the spec.
+        let model = match &decoded.value {
+            Some(spec) => match validate::validate(spec, &self.src, values) {
+                Ok(model) => Some(model),
+                Err(found) => {
+                    problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
+                    None
+                }
+            },
+            None => None,
+        };
+        let model = match model {
+            Some(model) if problems.is_empty() => model,
+            _ => return Err(Error::Invalid(sorted(problems))),
+        };
+        let files = Renderer::new().render(&model)?;
+        let long = validate::fleet::line_problems(&self.src, &model, &files);
+        if !long.is_empty() {
+            return Err(Error::Invalid(sorted(long)));
+        }
+        Ok(files)
+    }
+}
+
+/// In file order, as an editor lists them; problems without a location last.
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.col)));
+    problems
+}

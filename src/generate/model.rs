@@ -1,0 +1,67 @@
+//! The validated model: everything a template needs, held in the escaping
+//! types of `escape.rs` (a [`UnitValue`], a [`UnitName`], an [`ExecLine`]
+//! of [`ExecWord`](super::escape::ExecWord)s), so no unescaped value can
+//! reach a unit. `render.rs` turns it into text.
+
+use crate::generate::escape::{EnvAssignment, ExecLine, UnitName, UnitValue};
+use crate::generate::spec::Target;
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Sorted by name, so output never depends on the spec's key order.
+    pub jobs: Vec<JobUnits>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobUnits {
+    /// The spec's job name, which is also the units' base name.
+    pub name: String,
+    pub target: Target,
+    pub service: ServiceUnit,
+    pub timer: TimerUnit,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceUnit {
+    pub description: UnitValue,
+    pub after: Vec<UnitName>,
+    pub requires: Vec<UnitName>,
+    pub on_failure: Option<UnitName>,
+    /// `TimeoutStartSec=`.
+    pub timeout: Option<UnitValue>,
+    pub environment: Vec<EnvAssignment>,
+    pub exec_start_pre: Vec<Command>,
+    pub exec_start: Command,
+    pub exec_stop_post: Vec<Command>,
+    pub x_fleet: Vec<FleetOption>,
+    pub job: UnitValue,
+}
+
+/// One `Exec*=` setting.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The `-` prefix: a failure is not the unit's failure (systemd.service(5),
+    /// "Command lines").
+    pub ignore_failure: bool,
+    pub line: ExecLine,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimerUnit {
+    pub description: UnitValue,
+    pub on_calendar: Vec<UnitValue>,
+    /// Written whenever the spec sets it, even to false.
+    pub persistent: Option<bool>,
+    pub randomized_delay: Option<UnitValue>,
+    pub accuracy: Option<UnitValue>,
+    pub unit: UnitName,
+    pub x_fleet: Vec<FleetOption>,
+    pub job: UnitValue,
+}
+
+/// One `[X-Fleet]` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetOption {
+    pub key: &'static str,
+    pub value: UnitValue,
+}

@@ -1,0 +1,168 @@
+//! Model -> unit files. Pure: no I/O. Templates are embedded at compile
+//! time, run in strict mode (an undefined variable is a bug, not an empty
+//! string), and handlebars' HTML escaping is off: every value was already
+//! escaped for systemd by `escape.rs`, and the model holds only escaped
+//! types. This file decides only the layout: each command on one line for
+//! fleet (see `validate/fleet.rs`), spread over continuation lines for
+//! review on plain systemd.
+
+use handlebars::Handlebars;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::generate::escape::ExecLine;
+use crate::generate::model::{Command, FleetOption, JobUnits, Model};
+use crate::generate::spec::Target;
+
+/// A rendered file: its name inside the output folder and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFile {
+    pub name: String,
+    pub job: String,
+    pub contents: String,
+}
+
+const SERVICE: (&str, &str) = ("service.hbs", include_str!("../../templates/service.hbs"));
+const TIMER: (&str, &str) = ("timer.hbs", include_str!("../../templates/timer.hbs"));
+
+pub struct Renderer {
+    hb: Handlebars<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the templates see: the model's values as text, laid out.
+#[derive(Serialize)]
+struct View<'a> {
+    service: ServiceView<'a>,
+    timer: TimerView<'a>,
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    description: &'a str,
+    after: Vec<&'a str>,
+    requires: Vec<&'a str>,
+    on_failure: Option<&'a str>,
+    timeout: Option<&'a str>,
+    environment: Vec<&'a str>,
+    exec_start_pre: Vec<String>,
+    exec_start: String,
+    exec_stop_post: Vec<String>,
+    x_fleet: Vec<OptionView<'a>>,
+    job: &'a str,
+}
+
+#[derive(Serialize)]
+struct TimerView<'a> {
+    description: &'a str,
+    on_calendar: Vec<&'a str>,
+    persistent: Option<&'static str>,
+    randomized_delay: Option<&'a str>,
+    accuracy: Option<&'a str>,
+    unit: &'a str,
+    x_fleet: Vec<OptionView<'a>>,
+    install: bool,
+    job: &'a str,
+}
+
+#[derive(Serialize)]
+struct OptionView<'a> {
+    key: &'static str,
+    value: &'a str,
+}
+
+fn options(opts: &[FleetOption]) -> Vec<OptionView<'_>> {
+    opts.iter()
+        .map(|o| OptionView {
+            key: o.key,
+            value: o.value.as_str(),
+        })
+        .collect()
+}
+
+fn command(cmd: &Command, target: Target) -> String {
+    let line = match target {
+        // fleet joins continuation lines before its line-length check, and
+        // old releases mangle them: one physical line.
+        Target::Fleet => ExecLine::render_single(&cmd.line),
+        Target::Systemd => cmd.line.render(),
+    };
+    if cmd.ignore_failure {
+        format!("-{line}")
+    } else {
+        line
+    }
+}
+
+fn view(job: &JobUnits) -> View<'_> {
+    let (s, t) = (&job.service, &job.timer);
+    let commands = |cmds: &[Command]| cmds.iter().map(|c| command(c, job.target)).collect();
+    View {
+        service: ServiceView {
+            description: s.description.as_str(),
+            after: s.after.iter().map(|u| u.as_str()).collect(),
+            requires: s.requires.iter().map(|u| u.as_str()).collect(),
+            on_failure: s.on_failure.as_ref().map(|u| u.as_str()),
+            timeout: s.timeout.as_ref().map(|v| v.as_str()),
+            environment: s.environment.iter().map(|e| e.as_str()).collect(),
+            exec_start_pre: commands(&s.exec_start_pre),
+            exec_start: command(&s.exec_start, job.target),
+            exec_stop_post: commands(&s.exec_stop_post),
+            x_fleet: options(&s.x_fleet),
+            job: s.job.as_str(),
+        },
+        timer: TimerView {
+            description: t.description.as_str(),
+            on_calendar: t.on_calendar.iter().map(|v| v.as_str()).collect(),
+            persistent: t.persistent.map(|p| if p { "true" } else { "false" }),
+            randomized_delay: t.randomized_delay.as_ref().map(|v| v.as_str()),
+            accuracy: t.accuracy.as_ref().map(|v| v.as_str()),
+            unit: t.unit.as_str(),
+            x_fleet: options(&t.x_fleet),
+            // fleet starts units itself; only a plain host enables the timer.
+            install: job.target == Target::Systemd,
+            job: t.job.as_str(),
+        },
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        for (name, text) in [SERVICE, TIMER] {
+            hb.register_template_string(name, text)
+                .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
+        }
+        Renderer { hb }
+    }
+
+    /// Every job's units, sorted by job name, each service before its timer.
+    pub fn render(&self, model: &Model) -> Result<Vec<UnitFile>, Error> {
+        let mut files = Vec::with_capacity(model.jobs.len() * 2);
+        for job in &model.jobs {
+            let view = view(job);
+            for (template, suffix) in [(SERVICE.0, "service"), (TIMER.0, "timer")] {
+                files.push(UnitFile {
+                    name: format!("{}.{suffix}", job.name),
+                    job: job.name.clone(),
+                    contents: self.one(template, &view)?,
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    fn one(&self, template: &'static str, view: &View) -> Result<String, Error> {
+        self.hb.render(template, view).map_err(|e| Error::Template {
+            template,
+            message: e.to_string(),
+        })
+    }
+}

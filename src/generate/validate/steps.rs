@@ -1,0 +1,193 @@
+//! unitgen-runner's steps: each spec step resolved into the contract's
+//! step (`contract/`), judged by the contract's own `check` (the same code
+//! the runner runs), and the runner's command line built from it.
+
+use super::Cx;
+use super::etcd::RunnerEtcdArgs;
+use crate::contract::invocation::Invocation;
+use crate::contract::secret::is_etcd_key;
+use crate::contract::{Maybe, RpcCall, RunnerStep, SnapshotJob};
+use crate::diag::{KeyPath, shown};
+use crate::generate::escape::{self, ExecWord};
+use crate::generate::spec::{Defaults, EbsSnapshotStep, Job, RpcStep, Step, Str};
+
+const DEFAULT_RUNNER: &str = "/unitgen-runner";
+
+impl Cx<'_> {
+    /// `/unitgen-runner --job NAME [--etcd-endpoint URL]... --step JSON...`,
+    /// one group of words per physical line when the unit spreads it out.
+    pub(super) fn runner_command(
+        &mut self,
+        name: &str,
+        job: &Job,
+        defaults: &Defaults,
+        etcd: &RunnerEtcdArgs,
+        host_network: bool,
+        path: &KeyPath,
+    ) -> Option<Vec<Vec<ExecWord>>> {
+        let rp = KeyPath::root().key("defaults").key("runner");
+        let runner = match &defaults.runner {
+            Some(r) => self.str(r, &rp),
+            None => Some(DEFAULT_RUNNER.to_owned()),
+        };
+        let runner = runner.and_then(|r| self.executable(&r, &rp));
+        let steps: Vec<Option<RunnerStep>> = job
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| self.step(step, &path.key("steps").index(i)))
+            .collect();
+        let steps: Vec<RunnerStep> = steps.into_iter().collect::<Option<_>>()?;
+        let runner = runner?;
+        let reads_etcd = Invocation::reads_etcd(&steps);
+        if reads_etcd {
+            if etcd.etcd.endpoints.is_empty() {
+                self.key_err(
+                    path,
+                    "steps read secrets from etcd at run time, but `etcd.endpoints` is empty",
+                );
+                return None;
+            }
+            if !host_network
+                && let Some(e) = etcd
+                    .etcd
+                    .endpoints
+                    .iter()
+                    .find(|e| crate::contract::url::is_loopback(e))
+            {
+                let at = etcd.endpoints_path.clone().unwrap_or_else(|| path.clone());
+                self.err(
+                    &at,
+                    format!(
+                        "job `{name}` reads secrets from etcd inside its container, where `{}` is the container itself, \
+                         not the host; set `etcd.runner.endpoints` to an address the container can reach \
+                         (the docker0 address, e.g. http://172.17.0.1:2379), or use `container.network: host`",
+                        shown(e)
+                    ),
+                );
+                return None;
+            }
+        }
+        let invocation = Invocation {
+            job: name.to_owned(),
+            etcd: reads_etcd.then(|| etcd.etcd.clone()),
+            steps,
+        };
+        let mut groups = Vec::new();
+        for (i, group) in invocation.arg_groups().into_iter().enumerate() {
+            let mut words = Vec::new();
+            if i == 0 {
+                words.push(runner.clone());
+            }
+            for w in group {
+                words.push(self.word(&w, path)?);
+            }
+            groups.push(words);
+        }
+        Some(groups)
+    }
+
+    /// One step, as the runner will receive it; `None` after reporting a
+    /// problem (or meeting a value not known yet).
+    fn step(&mut self, step: &Step, path: &KeyPath) -> Option<RunnerStep> {
+        let (p, step) = match step {
+            Step::Rpc(s) => {
+                let p = path.key("rpc");
+                let call = self.rpc(s, &p);
+                (p, RunnerStep::Rpc(call?))
+            }
+            Step::EbsSnapshot(s) => {
+                let p = path.key("ebs_snapshot");
+                (p.clone(), RunnerStep::EbsSnapshot(self.snapshot(s, &p)))
+            }
+        };
+        let before = self.problems.len();
+        for v in step.check() {
+            let at = p.join(&v.field);
+            if v.about_key {
+                self.key_err(&at, v.message);
+            } else {
+                self.err(&at, v.message);
+            }
+        }
+        for secret in step.secrets() {
+            // A malformed key is reported by the check above.
+            if is_etcd_key(&secret.key) {
+                self.secret_exists(&secret.key, &p.join(&secret.field));
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let known = step.into_known();
+        if known.is_none() {
+            self.unknown = true;
+        }
+        known
+    }
+
+    fn opt_text(&mut self, value: Option<&Str>, path: &KeyPath) -> Option<Maybe> {
+        value.map(|v| self.text(v, path))
+    }
+
+    fn rpc(&mut self, s: &RpcStep, p: &KeyPath) -> Option<RpcCall<Maybe>> {
+        let call = RpcCall {
+            url: self.text(&s.url, &p.key("url")),
+            wallet: self.opt_text(s.wallet.as_ref(), &p.key("wallet")),
+            method: self.text(&s.method, &p.key("method")),
+            params: s.params.clone(),
+            user: self.opt_text(s.user.as_ref(), &p.key("user")),
+            password_etcd: s.password.as_ref().map(|secret| secret.0.etcd.clone()),
+            cookie_file: self.opt_text(s.cookie_file.as_ref(), &p.key("cookie_file")),
+            timeout: self.opt_text(s.timeout.as_ref(), &p.key("timeout")),
+        };
+        // Every string inside the JSON params goes into the unit too.
+        let params = serde_json::Value::Array(s.params.clone());
+        self.json_params(&params, &p.key("params")).then_some(call)
+    }
+
+    fn snapshot(&mut self, s: &EbsSnapshotStep, p: &KeyPath) -> SnapshotJob<Maybe> {
+        SnapshotJob {
+            volume_id: self.text(&s.volume_id, &p.key("volume_id")),
+            region: self.text(&s.region, &p.key("region")),
+            credentials: s.credentials.clone(),
+            tags: s
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), self.text(v, &p.key("tags").key(k))))
+                .collect(),
+            wait: self.opt_text(s.wait.as_ref(), &p.key("wait")),
+            retention: s.retention.clone(),
+            endpoint: self.opt_text(s.endpoint.as_ref(), &p.key("endpoint")),
+        }
+    }
+
+    /// JSON parameters: the same line-break rule for every string inside them.
+    fn json_params(&mut self, value: &serde_json::Value, path: &KeyPath) -> bool {
+        match value {
+            serde_json::Value::String(s) => match escape::reject_line_breaks(s) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.err(path, format!("value {e}"));
+                    false
+                }
+            },
+            serde_json::Value::Array(items) => {
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    ok &= self.json_params(item, &path.index(i));
+                }
+                ok
+            }
+            serde_json::Value::Object(map) => {
+                let mut ok = true;
+                for (k, v) in map {
+                    ok &= self.json_params(&serde_json::Value::String(k.clone()), &path.key(k))
+                        && self.json_params(v, &path.key(k));
+                }
+                ok
+            }
+            _ => true,
+        }
+    }
+}
