@@ -132,8 +132,11 @@ impl SystemdHost {
             // tmpfs read-only: the hierarchies mounted below it stay
             // writable, so systemd creates its slices under the container's
             // own /docker/ID cgroup, and runc removes them with the
-            // container. A cgroup v2 engine would need `--cgroupns=private`
-            // and a writable /sys/fs/cgroup instead.
+            // container. Engines from 25 on make `:ro` recursive (kernel
+            // >= 5.12), which this recipe cannot survive; there the mount
+            // would be `--mount type=bind,...,readonly,bind-recursive=writable`
+            // (https://github.com/moby/moby/issues/44978). Untested on a
+            // cgroup v2 engine.
             "--volume=/sys/fs/cgroup:/sys/fs/cgroup:ro".into(),
             // How systemd knows it runs in a container (systemd-detect-virt):
             // it skips what a container cannot do and says so.
@@ -221,13 +224,7 @@ impl SystemdHost {
         Command::new("docker")
             .args(["logs", "--tail=50", &self.name])
             .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
+            .map(|o| output_text(&o))
             .unwrap_or_default()
     }
 
@@ -267,12 +264,7 @@ impl SystemdHost {
 
     /// Stdout and stderr of `argv`, whatever its status (for messages).
     fn exec_text(&self, argv: &[&str]) -> String {
-        let out = self.exec(argv);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        output_text(&self.exec(argv))
     }
 
     /// Runs `argv`; panics with its output unless it succeeds; returns
@@ -281,11 +273,10 @@ impl SystemdHost {
         let out = self.exec(argv);
         assert!(
             out.status.success(),
-            "{argv:?} in systemd host {} failed ({}):\n{}{}",
+            "{argv:?} in systemd host {} failed ({}):\n{}",
             self.name,
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            output_text(&out)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -438,6 +429,15 @@ impl Drop for SystemdHost {
             .args(["rm", "--force", &self.name])
             .output();
     }
+}
+
+/// A command's stdout then stderr, for messages.
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The one warning systemd logs for every unit it starts in this
