@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod litecoind;
 pub mod moto;
+pub mod systemd_host;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
