@@ -117,7 +117,8 @@ class Store:
 
     @contextlib.contextmanager
     def tx(self, reconcile=True):
-        """Lock, load, let the agents act (mode auto), yield the state, save."""
+        """Lock, load, let the agents act (mode auto), yield the state, let
+        them act again, save."""
         with self.locked():
             st = self._load()
             c = Cluster(st, self)
@@ -125,10 +126,16 @@ class Store:
                 if reconcile:
                     c.reconcile()
                 yield c
+                if reconcile:
+                    # agents are instant: they act on what this call wrote
+                    # before anyone looks again, and agent.jsonl names this
+                    # call as the cause
+                    c.reconcile()
             finally:
                 # Saved even when the caller fails half way: like fleetctl's
                 # separate etcd writes, what was done stays done, and the
                 # agents' actions (already in agent.jsonl) are kept.
+                c.annotate()
                 self._save(st)
 
     def append(self, path, record):
@@ -584,6 +591,15 @@ class Cluster:
         if self.st["heartbeats"].get(name) != tgt:
             return JOB_LOADED
         return JOB_LAUNCHED
+
+    def annotate(self):
+        """Write each job's current state into the file for people and tests
+        reading it.  fleet stores no such key: it derives the state on every
+        read (determineJobState), and so does the stand-in."""
+        for name, j in self.st["jobs"].items():
+            uf = self.unit_file(j["hash"])
+            is_global = uf is not None and Requirements(name, uf).is_global()
+            j["current_state (derived)"] = "" if is_global else self._job_state(name)
 
     def unit(self, name):
         """client/registry.go RegistryClient.Unit (nil when absent)."""
