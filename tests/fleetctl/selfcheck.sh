@@ -45,6 +45,7 @@ M="c31e4f2a.../172.17.8.101"   # the default machine, as fleetctl shows it
 echo "== unit parser and hash against fleet's own results"
 if python3 - "$HERE" <<'PY'
 import base64, json, sys
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
 import fleetunit
 vec = json.load(open(sys.argv[1] + "/fleetunit_vectors.json"))["vectors"]
