@@ -464,6 +464,22 @@ impl Cluster {
         );
     }
 
+    /// Starts every killed member again at once (one alone cannot serve
+    /// without a quorum), and waits until they all serve.
+    pub fn restart_all(&mut self) {
+        let killed: Vec<usize> = (0..MEMBERS)
+            .filter(|&i| self.members[i].state == State::Killed)
+            .collect();
+        for &i in &killed {
+            self.spawn(i);
+        }
+        assert!(
+            self.wait_healthy(&killed, Duration::from_secs(30)),
+            "members {killed:?} did not restart:\n{}",
+            self.logs()
+        );
+    }
+
     /// SIGSTOP: the member's sockets still accept connections (the kernel
     /// completes the handshake) but nothing ever answers: a hung member.
     pub fn stop(&mut self, i: usize) {
