@@ -598,9 +598,11 @@ impl Etcd {
                 _ = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
                     if now >= deadline {
+                        // A member asked again keeps its earlier answer
+                        // ("no leader"); one that never answered timed out.
                         for (i, running) in running.iter().enumerate() {
                             if *running {
-                                faults[i] = Some(Fault::Timeout);
+                                faults[i].get_or_insert(Fault::Timeout);
                             }
                         }
                         return Err(self.failed(&faults, &asked));

@@ -357,6 +357,7 @@ fn no_quorum_says_so_and_names_every_member() {
     let t = s.render(&s.dir.path().join("units"), TIMEOUT);
     assert_eq!(t.run.status, 1, "{}", t.run.stderr);
     let line = t.run.stderr.clone();
+    eprint!("2 of 3 killed: {line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
         line.starts_with(&format!(
@@ -395,6 +396,7 @@ fn no_quorum_says_so_and_names_every_member() {
     s.cluster.wait_no_leader(0);
     let t = s.render(&s.dir.path().join("units"), TIMEOUT);
     assert_eq!(t.run.status, 1, "{}", t.run.stderr);
+    eprint!("2 of 3 hung: {}", t.run.stderr);
     assert!(
         t.run.stderr.starts_with(&format!(
             "error: etcd at {e0},{e1},{e2} has no leader, so no quorum of its members is up \
@@ -417,6 +419,7 @@ fn every_member_down_is_unreachable_and_each_is_named() {
     let t = s.render(&s.dir.path().join("units"), TIMEOUT);
     assert_eq!(t.run.status, 1, "{}", t.run.stderr);
     let line = &t.run.stderr;
+    eprint!("3 of 3 killed: {line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
         line.starts_with(&format!(
@@ -469,6 +472,7 @@ fn a_partitioned_member_is_never_trusted() {
     s.write_spec(&[s.cluster.endpoint(0)]);
     let t = s.render(&s.dir.path().join("alone"), TIMEOUT);
     assert_eq!(t.run.status, 1, "{}", t.run.stderr);
+    eprint!("the partitioned member alone: {}", t.run.stderr);
     assert!(
         t.run.stderr.starts_with(&format!(
             "error: etcd at {} has no leader, so no quorum of its members is up and connected (",
