@@ -1,16 +1,54 @@
-//! The one etcd client: connection settings, reads, and errors that name
-//! what went wrong (unreachable, TLS, authentication, timeout) with the
-//! endpoint, so an operator knows which knob to turn.
+//! The one etcd client: connection settings, reads, watches, and errors
+//! that name what went wrong (unreachable, no leader, TLS, authentication,
+//! timeout) with the member(s) concerned, so an operator knows which knob
+//! to turn.
 //!
 //! `unitgen` reads render-time values and checks that secret keys exist
 //! (without reading their values); `unitgen-runner` reads secrets. Neither
 //! ever formats a value read here into a message.
+//!
+//! # Several members
+//!
+//! etcd-client's own multi-endpoint client balances each request over a
+//! tower power-of-two-choices balancer of lazy connections. A connection
+//! that failed to connect reports itself *ready* (it holds the error for
+//! the next call), so a dead member keeps receiving its share of requests,
+//! which fail at once; a hung member (SIGSTOP, a frozen VM) accepts TCP
+//! and answers nothing, so its share waits for the timeout; nothing ever
+//! retries on another member. With one member of three down, most commands
+//! failed.
+//!
+//! So this module keeps one client per member and sends each request
+//! itself: first to the member that answered last, then, when that member
+//! fails (refused, broken connection, "no leader"), at once to the next
+//! one; and when it merely has not answered within a fifth of the timeout,
+//! the next member is asked *as well* and the first answer wins (a hedged
+//! request: a hung member costs a fraction of the timeout, not all of it,
+//! and no request waits longer than the timeout in total). While the
+//! members that do answer say there is no leader (an election after the
+//! leader died takes one or two election timeouts), the request is tried
+//! again with backoff until the timeout.
+//!
+//! Every request carries etcd's require-leader flag: a member that has lost
+//! the leader (cut off from the majority, or the last one standing) answers
+//! "no leader" at once instead of serving its frozen store, and ends a
+//! watch it serves rather than keeping it open with no events ever coming.
+//! Reads are linearizable (the default): the member confirms with the
+//! leader that its data is current, so even a member that has not yet
+//! noticed it was cut off cannot hand out a stale value; it just does not
+//! answer, and the request moves on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions, WatchFilterType,
+    WatchOptions,
+};
+use tokio::time::Instant;
 
 use crate::contract::secret::SecretString;
 
@@ -19,6 +57,22 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Requests in flight at once when fetching many keys.
 const CONCURRENCY: usize = 64;
+
+/// A member that has not answered within this share of the timeout gets
+/// company: the next member is asked too.
+const HEDGE_SHARE: u32 = 5;
+const HEDGE_MIN: Duration = Duration::from_millis(50);
+const HEDGE_MAX: Duration = Duration::from_secs(1);
+
+/// Backoff between rounds while the members that answer have no leader.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// HTTP/2 keep-alive pings on a connection with a request or watch open:
+/// how a watch on a member that hangs (and keeps its TCP connection) finds
+/// out. etcd answers pings more frequent than its
+/// `--grpc-keepalive-min-time` (5s by default) with GOAWAY, so not less.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// Everything needed to reach etcd.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +115,8 @@ pub fn password(file: Option<&Path>) -> Result<Option<SecretString>, EtcdError> 
 }
 
 /// Why etcd could not answer. Each names the endpoint(s) and what to check.
+/// With several endpoints, `endpoints` lists them all and `detail` says
+/// how each member failed (`tried every member: URL: why; ...`).
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd settings: {0}")]
@@ -69,6 +125,12 @@ pub enum EtcdError {
         "etcd at {endpoints} is unreachable ({detail}); check that etcd runs there, or set the endpoints (--etcd-endpoints, UNITGEN_ETCD_ENDPOINTS)"
     )]
     Unreachable { endpoints: String, detail: String },
+    /// Members answer, but none has a leader: fewer than a majority of the
+    /// cluster is up and connected, so etcd can serve nothing.
+    #[error(
+        "etcd at {endpoints} has no leader, so no quorum of its members is up and connected ({detail}); start the members that are down, or reconnect them to the others"
+    )]
+    NoQuorum { endpoints: String, detail: String },
     #[error(
         "etcd at {endpoints}: TLS handshake failed ({detail}); check the CA (--etcd-ca-file) and the client certificate and key"
     )]
@@ -101,6 +163,22 @@ pub enum EtcdError {
     Compacted { key: String, revision: i64 },
 }
 
+impl EtcdError {
+    /// Whether etcd could not serve at all just now (down, hung, no
+    /// leader, busy), as opposed to refusing this request (credentials,
+    /// permissions, settings, a missing key). A long-running command (a
+    /// watch started at boot, before etcd) waits and retries on these.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EtcdError::Unreachable { .. }
+                | EtcdError::NoQuorum { .. }
+                | EtcdError::Timeout { .. }
+                | EtcdError::Other { .. }
+        )
+    }
+}
+
 /// What a key lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -110,27 +188,121 @@ pub enum Lookup {
     Missing,
 }
 
-/// What a lookup needs to know about a key.
+/// What a lookup (or a watch) needs to know about a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
     /// The value, to write it into a unit.
     Value,
     /// Only that the key exists: a secret, read by the runner at run time.
+    /// Watched for deletion only, so its value never reaches unitgen.
     Exists,
 }
 
-/// A connected client. Cheap to clone.
-#[derive(Clone)]
-pub struct Etcd {
-    client: Client,
+/// A key to watch, and what the watcher needs to learn of it.
+///
+/// A bare key (`&str`, `String`) is watched for every event, as before;
+/// `(key, Need::Exists)` is watched for deletions only: etcd filters the
+/// put events out on its side (`NOPUT`), because a put event carries the
+/// new value, and a secret's value must never cross the wire to unitgen.
+pub trait WatchKey {
+    fn watch_key(&self) -> (&str, Need);
+}
+
+impl WatchKey for &str {
+    fn watch_key(&self) -> (&str, Need) {
+        (self, Need::Value)
+    }
+}
+
+impl WatchKey for String {
+    fn watch_key(&self) -> (&str, Need) {
+        (self, Need::Value)
+    }
+}
+
+impl WatchKey for (&str, Need) {
+    fn watch_key(&self) -> (&str, Need) {
+        (self.0, self.1)
+    }
+}
+
+impl WatchKey for (String, Need) {
+    fn watch_key(&self) -> (&str, Need) {
+        (&self.0, self.1)
+    }
+}
+
+/// One etcd member, and its client once first used.
+struct Member {
+    endpoint: String,
+    /// Connected (and authenticated) on first use, inside a request's
+    /// time budget: with a user set, connecting asks the member for a
+    /// token, which a dead or hung member cannot give.
+    client: tokio::sync::OnceCell<Client>,
+}
+
+struct Shared {
+    members: Vec<Member>,
+    options: ConnectOptions,
+    /// The member that answered last: every request starts there.
+    preferred: AtomicUsize,
     endpoints: String,
     user: Option<String>,
     timeout: Duration,
 }
 
+/// A client for every configured member. Cheap to clone; clones share the
+/// connections and which member answers.
+#[derive(Clone)]
+pub struct Etcd {
+    shared: Arc<Shared>,
+}
+
+/// How one member failed one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fault {
+    /// Could not connect, or the connection broke.
+    Unreachable(String),
+    Tls(String),
+    /// No answer in time.
+    Timeout,
+    /// Up, but without a leader (require-leader).
+    NoLeader(String),
+    /// Up, but could not serve just now (the leader changed, too many
+    /// requests...): worth another try.
+    Busy(String),
+}
+
+impl Fault {
+    /// Another round may succeed: the member runs, an election may end.
+    fn retryable(&self) -> bool {
+        matches!(self, Fault::NoLeader(_) | Fault::Busy(_))
+    }
+
+    fn describe(&self, timeout: Duration) -> String {
+        match self {
+            Fault::Unreachable(why) => format!("unreachable ({why})"),
+            Fault::Tls(why) => format!("TLS handshake failed ({why})"),
+            Fault::Timeout => format!("did not answer within {timeout:?}"),
+            Fault::NoLeader(_) => "no leader".into(),
+            Fault::Busy(why) => why.clone(),
+        }
+    }
+}
+
+/// How a request failed on one member.
+enum Failure {
+    /// That member failed; another may answer.
+    Member(Fault),
+    /// Any member would answer the same (credentials, permissions, the
+    /// request itself): no point asking another.
+    Final(EtcdError),
+}
+
 impl Etcd {
-    /// Connects (and authenticates, when a user is set). Requests are sent
-    /// lazily, so an unreachable endpoint shows up on the first request.
+    /// Checks the settings and prepares a client per member. Nothing is
+    /// sent yet: a member that is down shows up on the first request, which
+    /// then goes to another member.
     pub async fn connect(settings: &Settings) -> Result<Etcd, EtcdError> {
         if settings.endpoints.is_empty() {
             return Err(EtcdError::Config(
@@ -141,7 +313,11 @@ impl Etcd {
         let mut options = ConnectOptions::new()
             .with_timeout(timeout)
             .with_connect_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(10), timeout);
+            .with_keep_alive(KEEP_ALIVE, timeout)
+            // Pings only while a request or a watch is open: etcd counts
+            // pings on an idle connection against the client.
+            .with_keep_alive_while_idle(false)
+            .with_require_leader(true);
         let tls = settings.ca_file.is_some() || settings.cert_file.is_some();
         if tls {
             if let Some(e) = settings.endpoints.iter().find(|e| e.starts_with("http://")) {
@@ -153,7 +329,10 @@ impl Etcd {
         }
         match (&settings.user, &settings.password) {
             (Some(user), Some(password)) => {
-                options = options.with_user(user.clone(), password.expose().to_owned())
+                options = options
+                    .with_user(user.clone(), password.expose().to_owned())
+                    // A watch outlives a token's TTL (5 minutes by default).
+                    .with_auto_token_refresh(true)
             }
             (Some(user), None) => {
                 return Err(EtcdError::Config(format!(
@@ -167,55 +346,61 @@ impl Etcd {
             }
             (None, None) => {}
         }
-        let endpoints = settings.endpoints_text();
-        let user = settings.user.clone();
-        let client = with_timeout(timeout, &endpoints, async {
-            Client::connect(&settings.endpoints, Some(options))
-                .await
-                .map_err(|e| classify(e, &endpoints, user.as_deref(), None, timeout))
-        })
-        .await?;
+        let members = settings
+            .endpoints
+            .iter()
+            .map(|endpoint| Member {
+                endpoint: endpoint.clone(),
+                client: tokio::sync::OnceCell::new(),
+            })
+            .collect();
         Ok(Etcd {
-            client,
-            endpoints,
-            user,
-            timeout,
+            shared: Arc::new(Shared {
+                members,
+                options,
+                preferred: AtomicUsize::new(0),
+                endpoints: settings.endpoints_text(),
+                user: settings.user.clone(),
+                timeout,
+            }),
         })
     }
 
+    /// Every configured endpoint, comma-separated (for messages).
     pub fn endpoints(&self) -> &str {
-        &self.endpoints
+        &self.shared.endpoints
     }
 
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// The endpoint of the member that answered last (where the next
+    /// request goes first).
+    pub fn current_endpoint(&self) -> &str {
+        let s = &self.shared;
+        &s.members[s.preferred.load(Ordering::Relaxed) % s.members.len()].endpoint
     }
 
-    fn classify(&self, e: etcd_client::Error, key: &str) -> EtcdError {
-        classify(
-            e,
-            &self.endpoints,
-            self.user.as_deref(),
-            Some(key),
-            self.timeout,
-        )
+    /// A raw client for one member that connects (and, with a user,
+    /// authenticates), found as any request here is. It does not fail
+    /// over: prefer the methods here for anything that must survive a
+    /// member going down.
+    pub async fn client(&self) -> Result<Client, EtcdError> {
+        self.run(None, |client| async move { Ok(client) }).await
     }
 
     /// Looks up one key: its value, or (for `Need::Exists`) only whether
     /// it exists; then the value never leaves the server. Also returns the
     /// store revision the answer reflects.
     pub async fn lookup(&self, key: &str, need: Need) -> Result<(Lookup, i64), EtcdError> {
-        let mut kv = self.client.kv_client();
         let options = match need {
             Need::Value => GetOptions::new(),
             Need::Exists => GetOptions::new().with_count_only(),
         };
-        let response = with_timeout(self.timeout, &self.endpoints, async {
-            kv.get(key, Some(options))
-                .await
-                .map_err(|e| self.classify(e, key))
-        })
-        .await?;
+        let owned = key.to_owned();
+        let response = self
+            .run(Some(key), move |mut client| {
+                let (key, options) = (owned.clone(), options.clone());
+                async move { client.get(key, Some(options)).await }
+            })
+            .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let lookup = match need {
             Need::Exists if response.count() > 0 => Lookup::Exists,
@@ -265,30 +450,46 @@ impl Etcd {
         Ok((found, if revision == i64::MAX { 0 } else { revision }))
     }
 
-    /// One watch stream with one watch per key, from `start_revision`.
-    /// Errors are classified like every other request (auth, TLS, ...).
-    pub async fn watch(
+    /// One watch stream with one watch per key, from `start_revision`, on
+    /// one member (found as for any request). A key given with
+    /// `Need::Exists` is watched for deletions only (see [`WatchKey`]).
+    ///
+    /// The member ends the stream with a "no leader" error when it loses
+    /// its leader (require-leader), and HTTP/2 keep-alive ends it when the
+    /// member hangs: the caller opens it again, and this picks a member
+    /// that serves.
+    pub async fn watch<K: WatchKey>(
         &self,
-        keys: &[&str],
+        keys: &[K],
         start_revision: i64,
     ) -> Result<etcd_client::WatchStream, EtcdError> {
-        let Some((first, rest)) = keys.split_first() else {
+        let watches: Vec<(String, WatchOptions)> = keys
+            .iter()
+            .map(|k| {
+                let (key, need) = k.watch_key();
+                let options = WatchOptions::new().with_start_revision(start_revision);
+                let options = match need {
+                    Need::Value => options,
+                    Need::Exists => options.with_filters([WatchFilterType::NoPut]),
+                };
+                (key.to_owned(), options)
+            })
+            .collect();
+        if watches.is_empty() {
             return Err(EtcdError::Config("nothing to watch".into()));
-        };
-        let options = || etcd_client::WatchOptions::new().with_start_revision(start_revision);
-        let mut client = self.client.clone();
-        with_timeout(self.timeout, &self.endpoints, async {
-            let mut stream = client
-                .watch(*first, Some(options()))
-                .await
-                .map_err(|e| self.classify(e, first))?;
-            for key in rest {
-                stream
-                    .watch(*key, Some(options()))
-                    .await
-                    .map_err(|e| self.classify(e, key))?;
+        }
+        let first = watches[0].0.clone();
+        self.run(Some(&first), move |mut client| {
+            let watches = watches.clone();
+            async move {
+                let mut watches = watches.into_iter();
+                let (key, options) = watches.next().expect("at least one key");
+                let mut stream = client.watch(key, Some(options)).await?;
+                for (key, options) in watches {
+                    stream.watch(key, Some(options)).await?;
+                }
+                Ok(stream)
             }
-            Ok(stream)
         })
         .await
     }
@@ -300,21 +501,282 @@ impl Etcd {
             Lookup::Missing | Lookup::Exists => Err(EtcdError::Missing { key: key.into() }),
         }
     }
+
+    /// The client of member `i`, connected on first use.
+    async fn member(&self, i: usize) -> Result<Client, etcd_client::Error> {
+        let s = &self.shared;
+        let m = &s.members[i];
+        m.client
+            .get_or_try_init(|| Client::connect([m.endpoint.as_str()], Some(s.options.clone())))
+            .await
+            .cloned()
+    }
+
+    /// Sends one request (`op`, given a member's client) the way the module
+    /// docs describe: from the member that answered last, on to the next
+    /// when one fails or is slow, rounds again while there is no leader,
+    /// all within one timeout. `key` names what a permission error is
+    /// about.
+    async fn run<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let s = &self.shared;
+        let n = s.members.len();
+        let started = Instant::now();
+        let deadline = started + s.timeout;
+        let hedge = (s.timeout / HEDGE_SHARE).clamp(HEDGE_MIN, HEDGE_MAX);
+        let op = Arc::new(op);
+        // Members in the order to ask them: the last that answered first.
+        let order = |first: usize| (0..n).map(move |k| (first + k) % n);
+        let mut queue: VecDeque<usize> = order(s.preferred.load(Ordering::Relaxed) % n).collect();
+        let mut faults: Vec<Option<Fault>> = vec![None; n];
+        let mut asked = vec![false; n];
+        let mut running = vec![false; n];
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut next_start = started;
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = RETRY_MIN;
+        loop {
+            let now = Instant::now();
+            // Ask the next member: at once when nothing is in flight, or
+            // alongside a member that is slow to answer.
+            if let Some(&i) = queue.front()
+                && (attempts.is_empty() || now >= next_start)
+            {
+                queue.pop_front();
+                asked[i] = true;
+                running[i] = true;
+                let (this, op) = (self.clone(), op.clone());
+                attempts.spawn(async move {
+                    let result = match this.member(i).await {
+                        Ok(client) => op(client).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, result)
+                });
+                next_start = now + hedge;
+                continue;
+            }
+            if queue.is_empty() && retry_at.is_none() {
+                if faults.iter().flatten().any(Fault::retryable) {
+                    // A member runs but has no leader: an election may be
+                    // under way. Ask again (a hung member stays asked).
+                    retry_at = Some(now + backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                } else if attempts.is_empty() {
+                    return Err(self.failed(&faults, &asked));
+                }
+            }
+            let wake = [
+                (!queue.is_empty()).then_some(next_start),
+                retry_at,
+                Some(deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the deadline is always there");
+            tokio::select! {
+                Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
+                    let (i, result) = joined.expect("an etcd request task never panics");
+                    running[i] = false;
+                    match result.map_err(|e| self.classify(e, i, key)) {
+                        Ok(value) => {
+                            s.preferred.store(i, Ordering::Relaxed);
+                            return Ok(value);
+                        }
+                        Err(Failure::Final(e)) => return Err(e),
+                        Err(Failure::Member(fault)) => {
+                            faults[i] = Some(fault);
+                            next_start = Instant::now();
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        // A member asked again keeps its earlier answer
+                        // ("no leader"); one that never answered timed out.
+                        for (i, running) in running.iter().enumerate() {
+                            if *running {
+                                faults[i].get_or_insert(Fault::Timeout);
+                            }
+                        }
+                        return Err(self.failed(&faults, &asked));
+                    }
+                    if retry_at.is_some_and(|t| now >= t) {
+                        retry_at = None;
+                        let first = s.preferred.load(Ordering::Relaxed) % n;
+                        queue = order(first).filter(|&i| !running[i]).collect();
+                        next_start = now;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sorts a member's error into "try another member" or "that is the
+    /// answer", keeping the classification of every error unitgen names.
+    fn classify(&self, e: etcd_client::Error, i: usize, key: Option<&str>) -> Failure {
+        let s = &self.shared;
+        let endpoints = s.members[i].endpoint.clone();
+        let why = reason(&e);
+        let lower = format!("{e} {why}").to_lowercase();
+        let tls_failure = ["certificate", "tls", "handshake", "unknownissuer", "ssl"]
+            .iter()
+            .any(|w| lower.contains(w));
+        let who = s
+            .user
+            .as_deref()
+            .map(|u| format!(" for user `{u}`"))
+            .unwrap_or_default();
+        let status = match &e {
+            etcd_client::Error::GRpcStatus(status) => status,
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)
+                if tls_failure =>
+            {
+                return Failure::Member(Fault::Tls(why));
+            }
+            etcd_client::Error::TransportError(_)
+            | etcd_client::Error::IoError(_)
+            | etcd_client::Error::WatchError(_) => {
+                return Failure::Member(Fault::Unreachable(why));
+            }
+            etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
+                return Failure::Final(EtcdError::Config(why));
+            }
+            _ => {
+                return Failure::Final(EtcdError::Other {
+                    endpoints,
+                    detail: why,
+                });
+            }
+        };
+        use tonic::Code;
+        let message = status.message().replace(['\n', '\r'], " ");
+        match status.code() {
+            Code::InvalidArgument if message.contains("authentication failed") => {
+                Failure::Final(EtcdError::Auth {
+                    endpoints,
+                    who,
+                    detail: message,
+                    hint: "check the user and the password (UNITGEN_ETCD_PASSWORD or --etcd-password-file)",
+                })
+            }
+            Code::Unauthenticated | Code::InvalidArgument
+                if message.contains("user name is empty") || message.contains("token") =>
+            {
+                Failure::Final(EtcdError::Auth {
+                    endpoints,
+                    who,
+                    detail: message,
+                    hint: "etcd requires authentication: set --etcd-user (UNITGEN_ETCD_USER) and a password",
+                })
+            }
+            Code::PermissionDenied => Failure::Final(EtcdError::PermissionDenied {
+                endpoints,
+                key: key.unwrap_or("?").into(),
+            }),
+            Code::DeadlineExceeded => Failure::Member(Fault::Timeout),
+            Code::Unavailable | Code::Unknown | Code::Cancelled if tls_failure => {
+                Failure::Member(Fault::Tls(why))
+            }
+            Code::Cancelled if lower.contains("timeout") => Failure::Member(Fault::Timeout),
+            Code::Unavailable if message.contains("no leader") => {
+                Failure::Member(Fault::NoLeader(message))
+            }
+            // The member answered, but could not serve now: the leader
+            // changed, a server-side timeout, too many requests.
+            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+                if message.starts_with("etcdserver:") =>
+            {
+                Failure::Member(Fault::Busy(message))
+            }
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                Failure::Member(Fault::Unreachable(why))
+            }
+            _ => Failure::Final(EtcdError::Other {
+                endpoints,
+                detail: why,
+            }),
+        }
+    }
+
+    /// The one error for a request no member served: the cause that
+    /// matters most, then each member tried and how it failed.
+    fn failed(&self, faults: &[Option<Fault>], asked: &[bool]) -> EtcdError {
+        let s = &self.shared;
+        let tried: Vec<(&str, &Fault)> = s
+            .members
+            .iter()
+            .zip(faults)
+            .filter_map(|(m, f)| Some((m.endpoint.as_str(), f.as_ref()?)))
+            .collect();
+        let untried = asked.iter().filter(|a| !**a).count();
+        failure_message(&s.endpoints, &tried, untried, s.timeout)
+    }
 }
 
-async fn with_timeout<T>(
-    timeout: Duration,
+/// See [`Etcd::failed`]. One member: its own error, worded as always.
+/// Several: the headline is "no leader" when any member runs without one
+/// (a member that answers at all says the most), else the one thing every
+/// member had in common (a timeout, TLS), else "unreachable".
+fn failure_message(
     endpoints: &str,
-    fut: impl std::future::Future<Output = Result<T, EtcdError>>,
-) -> Result<T, EtcdError> {
-    // The client's own timeouts cover connecting and each request; this
-    // covers a server that accepts and then never answers a handshake.
-    match tokio::time::timeout(timeout + Duration::from_millis(500), fut).await {
-        Ok(result) => result,
-        Err(_) => Err(EtcdError::Timeout {
-            endpoints: endpoints.into(),
-            timeout,
-        }),
+    tried: &[(&str, &Fault)],
+    untried: usize,
+    timeout: Duration,
+) -> EtcdError {
+    let endpoints = endpoints.to_owned();
+    if let ([(_, fault)], 0) = (tried, untried) {
+        return match fault {
+            Fault::Unreachable(why) => EtcdError::Unreachable {
+                endpoints,
+                detail: why.clone(),
+            },
+            Fault::Tls(why) => EtcdError::Tls {
+                endpoints,
+                detail: why.clone(),
+            },
+            Fault::Timeout => EtcdError::Timeout { endpoints, timeout },
+            Fault::NoLeader(why) => EtcdError::NoQuorum {
+                endpoints,
+                detail: format!("the member answered `{why}`"),
+            },
+            Fault::Busy(why) => EtcdError::Other {
+                endpoints,
+                detail: why.clone(),
+            },
+        };
+    }
+    let each: Vec<String> = tried
+        .iter()
+        .map(|(e, f)| format!("{e}: {}", f.describe(timeout)))
+        .collect();
+    let mut detail = match untried {
+        0 => format!("tried every member: {}", each.join("; ")),
+        _ => format!(
+            "tried {} of {} members in time: {}",
+            tried.len(),
+            tried.len() + untried,
+            each.join("; ")
+        ),
+    };
+    let all = |p: fn(&Fault) -> bool| tried.iter().all(|(_, f)| p(f));
+    if tried.iter().any(|(_, f)| matches!(f, Fault::NoLeader(_))) {
+        EtcdError::NoQuorum { endpoints, detail }
+    } else if all(|f| *f == Fault::Timeout) {
+        EtcdError::Timeout { endpoints, timeout }
+    } else if all(|f| matches!(f, Fault::Tls(_))) {
+        EtcdError::Tls { endpoints, detail }
+    } else if all(|f| matches!(f, Fault::Busy(_))) {
+        detail.insert_str(0, "no member could serve the request; ");
+        EtcdError::Other { endpoints, detail }
+    } else {
+        EtcdError::Unreachable { endpoints, detail }
     }
 }
 
@@ -345,69 +807,232 @@ fn tls_options(settings: &Settings) -> Result<TlsOptions, EtcdError> {
     Ok(tls)
 }
 
-fn classify(
-    e: etcd_client::Error,
-    endpoints: &str,
-    user: Option<&str>,
-    key: Option<&str>,
-    timeout: Duration,
-) -> EtcdError {
-    let endpoints = endpoints.to_owned();
-    let detail = crate::diag::chain(&e);
-    let lower = detail.to_lowercase();
-    let tls_failure = ["certificate", "tls", "handshake", "unknownissuer", "ssl"]
-        .iter()
-        .any(|w| lower.contains(w));
-    let who = user.map(|u| format!(" for user `{u}`")).unwrap_or_default();
-    match &e {
-        etcd_client::Error::GRpcStatus(status) => {
-            use tonic::Code;
-            let message = status.message().replace(['\n', '\r'], " ");
-            match status.code() {
-                Code::InvalidArgument if message.contains("authentication failed") => {
-                    EtcdError::Auth {
-                        endpoints,
-                        who,
-                        detail: message,
-                        hint: "check the user and the password (UNITGEN_ETCD_PASSWORD or --etcd-password-file)",
-                    }
-                }
-                Code::Unauthenticated | Code::InvalidArgument
-                    if message.contains("user name is empty") || message.contains("token") =>
-                {
-                    EtcdError::Auth {
-                        endpoints,
-                        who,
-                        detail: message,
-                        hint: "etcd requires authentication: set --etcd-user (UNITGEN_ETCD_USER) and a password",
-                    }
-                }
-                Code::PermissionDenied => EtcdError::PermissionDenied {
-                    endpoints,
-                    key: key.unwrap_or("?").into(),
-                },
-                Code::DeadlineExceeded => EtcdError::Timeout { endpoints, timeout },
-                Code::Unavailable | Code::Unknown | Code::Cancelled if tls_failure => {
-                    EtcdError::Tls { endpoints, detail }
-                }
-                Code::Cancelled if lower.contains("timeout") => {
-                    EtcdError::Timeout { endpoints, timeout }
-                }
-                Code::Unavailable | Code::Unknown | Code::Cancelled => {
-                    EtcdError::Unreachable { endpoints, detail }
-                }
-                _ => EtcdError::Other { endpoints, detail },
+/// What went wrong, in one line: tonic's message (or the error itself)
+/// and the innermost cause, which is the part that says what happened
+/// ("tcp connect error: Connection refused (os error 111)").
+fn reason(e: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    let (head, mut source) = match e {
+        etcd_client::Error::GRpcStatus(s) => (s.message().to_owned(), s.source()),
+        etcd_client::Error::TransportError(t) => (t.to_string(), t.source()),
+        other => (other.to_string(), None),
+    };
+    let mut innermost = None;
+    while let Some(s) = source {
+        innermost = Some(s.to_string());
+        source = s.source();
+    }
+    let text = match innermost {
+        Some(cause) if !head.contains(&cause) => format!("{head}: {cause}"),
+        _ => head,
+    };
+    text.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(1);
+
+    fn refused() -> Fault {
+        Fault::Unreachable("tcp connect error: Connection refused (os error 111)".into())
+    }
+
+    fn no_leader() -> Fault {
+        Fault::NoLeader("etcdserver: no leader".into())
+    }
+
+    #[test]
+    fn one_member_keeps_its_own_wording() {
+        let e = failure_message("http://a", &[("http://a", &refused())], 0, T);
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a is unreachable (tcp connect error: Connection refused (os error 111)); \
+             check that etcd runs there, or set the endpoints (--etcd-endpoints, UNITGEN_ETCD_ENDPOINTS)"
+        );
+        let e = failure_message("http://a", &[("http://a", &Fault::Timeout)], 0, T);
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a did not answer within 1s; check that etcd is healthy, or raise --etcd-timeout"
+        );
+        let e = failure_message("http://a", &[("http://a", &no_leader())], 0, T);
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a has no leader, so no quorum of its members is up and connected \
+             (the member answered `etcdserver: no leader`); start the members that are down, \
+             or reconnect them to the others"
+        );
+    }
+
+    #[test]
+    fn a_member_without_a_leader_makes_it_no_quorum_and_each_member_is_named() {
+        let e = failure_message(
+            "http://a,http://b,http://c",
+            &[
+                ("http://a", &no_leader()),
+                ("http://b", &refused()),
+                ("http://c", &Fault::Timeout),
+            ],
+            0,
+            T,
+        );
+        assert!(matches!(e, EtcdError::NoQuorum { .. }));
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a,http://b,http://c has no leader, so no quorum of its members is up \
+             and connected (tried every member: http://a: no leader; http://b: unreachable (tcp \
+             connect error: Connection refused (os error 111)); http://c: did not answer within \
+             1s); start the members that are down, or reconnect them to the others"
+        );
+        assert!(e.is_unavailable());
+    }
+
+    #[test]
+    fn several_members_are_unreachable_unless_they_share_a_cause() {
+        let two = "http://a,http://b";
+        let e = failure_message(
+            two,
+            &[("http://a", &refused()), ("http://b", &Fault::Timeout)],
+            0,
+            T,
+        );
+        assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains(
+            "(tried every member: http://a: unreachable (tcp connect error: Connection refused \
+             (os error 111)); http://b: did not answer within 1s)"
+        ));
+        let e = failure_message(
+            two,
+            &[("http://a", &Fault::Timeout), ("http://b", &Fault::Timeout)],
+            0,
+            T,
+        );
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a,http://b did not answer within 1s; check that etcd is healthy, or raise --etcd-timeout"
+        );
+        let tls = Fault::Tls("invalid peer certificate: UnknownIssuer".into());
+        let e = failure_message(two, &[("http://a", &tls), ("http://b", &tls)], 0, T);
+        assert!(matches!(e, EtcdError::Tls { .. }), "{e}");
+        let busy = Fault::Busy("etcdserver: leader changed".into());
+        let e = failure_message(two, &[("http://a", &busy), ("http://b", &refused())], 0, T);
+        assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
+        let e = failure_message(two, &[("http://a", &busy), ("http://b", &busy)], 0, T);
+        assert!(
+            e.to_string()
+                .starts_with("etcd at http://a,http://b: no member could serve the request; "),
+            "{e}"
+        );
+        // Out of time before the last member was asked: say so.
+        let e = failure_message(
+            "http://a,http://b,http://c",
+            &[("http://a", &Fault::Timeout), ("http://b", &refused())],
+            1,
+            T,
+        );
+        assert!(
+            e.to_string()
+                .contains("(tried 2 of 3 members in time: http://a: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_availability_errors_are_worth_waiting_for() {
+        let unavailable = EtcdError::Unreachable {
+            endpoints: "e".into(),
+            detail: "d".into(),
+        };
+        assert!(unavailable.is_unavailable());
+        assert!(!EtcdError::Missing { key: "/k".into() }.is_unavailable());
+        assert!(
+            !EtcdError::PermissionDenied {
+                endpoints: "e".into(),
+                key: "/k".into()
             }
-        }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) if tls_failure => {
-            EtcdError::Tls { endpoints, detail }
-        }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
-            EtcdError::Unreachable { endpoints, detail }
-        }
-        etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
-            EtcdError::Config(detail)
-        }
-        _ => EtcdError::Other { endpoints, detail },
+            .is_unavailable()
+        );
+        assert!(
+            !EtcdError::Tls {
+                endpoints: "e".into(),
+                detail: "d".into()
+            }
+            .is_unavailable()
+        );
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Nothing listens on port 9 of loopback: refused at once.
+    #[test]
+    fn refused_members_fail_fast_and_are_all_named() {
+        runtime().block_on(async {
+            let etcd = Etcd::connect(&Settings {
+                endpoints: vec!["http://127.0.0.1:9".into(), "http://127.0.0.2:9".into()],
+                timeout: Some(Duration::from_secs(5)),
+                ..Settings::default()
+            })
+            .await
+            .unwrap();
+            let started = std::time::Instant::now();
+            let e = etcd.lookup("/k", Need::Value).await.unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(2), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(
+                    "etcd at http://127.0.0.1:9,http://127.0.0.2:9 is unreachable (tried every \
+                     member: http://127.0.0.1:9: unreachable (tcp connect error"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains("; http://127.0.0.2:9: unreachable (tcp connect error"),
+                "{text}"
+            );
+        });
+    }
+
+    /// A listener that accepts and never speaks: a hung member. The request
+    /// moves on to the next member, and the whole request fits in one
+    /// timeout even when every member hangs.
+    #[test]
+    fn hung_members_cost_at_most_one_timeout_in_all() {
+        let hung: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let endpoints: Vec<String> = hung
+            .iter()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()))
+            .collect();
+        runtime().block_on(async {
+            let etcd = Etcd::connect(&Settings {
+                endpoints: endpoints.clone(),
+                timeout: Some(Duration::from_millis(600)),
+                ..Settings::default()
+            })
+            .await
+            .unwrap();
+            let started = std::time::Instant::now();
+            let e = etcd.lookup("/k", Need::Value).await.unwrap_err();
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(600) && took < Duration::from_millis(1200),
+                "{took:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "etcd at {} did not answer within 600ms; check that etcd is healthy, or raise --etcd-timeout",
+                    endpoints.join(",")
+                )
+            );
+        });
+        drop(hung);
     }
 }

@@ -10,7 +10,7 @@
 //! revision means a full re-read. A render that fails (a key was deleted)
 //! is reported and the last good units stay.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::cmd::cli::WatchArgs;
 use crate::cmd::report::report;
 use crate::cmd::settings::{ValueSource, ValuesFile, runtime};
 use crate::error::Error;
+use crate::etcd::{Lookup, Need};
 use crate::generate::render::UnitFile;
 use crate::generate::values::Values;
 use crate::generate::{Loaded, load};
@@ -30,6 +31,10 @@ use crate::generate::{Loaded, load};
 const SPEC_POLL: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a deleted secret's key is looked for again. Secret keys are
+/// watched for deletions only (a put event would carry the value), so
+/// their return is found by asking whether they exist (count-only).
+const SECRET_RECHECK: Duration = Duration::from_secs(2);
 /// A steady stream of changes still renders at least this often.
 const MAX_DELAY_FACTOR: u32 = 10;
 
@@ -44,8 +49,16 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
         Err(e) => return Err(Error::Usage(format!("--debounce {e}"))),
     };
     runtime()?.block_on(async {
-        let mut watcher = Watcher::start(args, debounce).await?;
-        watcher.run().await
+        let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+        // A boot-time service may start before etcd: the first render
+        // waits for it, and a signal still ends the wait.
+        let mut watcher = tokio::select! {
+            w = Watcher::start(args, debounce) => w?,
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+        };
+        watcher.run(sigint, sigterm).await
     })
 }
 
@@ -63,19 +76,39 @@ struct Watcher<'a> {
     values: Values,
     /// The last etcd revision whose changes are applied.
     revision: i64,
-    /// The keys the open watch covers.
-    watched: BTreeSet<String>,
+    /// The keys the open watch covers, and how (secrets: deletions only).
+    watched: BTreeMap<String, Need>,
     /// Fetch every value again before the next render (spec change,
     /// compaction).
     reread: bool,
 }
 
 impl<'a> Watcher<'a> {
-    /// The first render: any failure here ends the command.
+    /// The first render. etcd that does not answer yet is waited for,
+    /// with backoff; any other failure ends the command.
     async fn start(args: &'a WatchArgs, debounce: Duration) -> Result<Watcher<'a>, Error> {
         let loaded = load(&args.spec.spec)?;
         let mut source = ValueSource::for_spec(&args.spec, &loaded)?;
-        let values = source.fetch(loaded.refs()).await?;
+        let mut backoff = MIN_BACKOFF;
+        let mut waiting = false;
+        let values = loop {
+            match source.fetch(loaded.refs()).await {
+                Ok(values) => break values,
+                Err(Error::Etcd(e)) if e.is_unavailable() => {
+                    if !waiting {
+                        report(&Error::Etcd(e));
+                        note("retrying with backoff until etcd answers");
+                        waiting = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if waiting {
+            note("etcd answers; rendering");
+        }
         let mut watcher = Watcher {
             args,
             debounce,
@@ -84,7 +117,7 @@ impl<'a> Watcher<'a> {
             source,
             values,
             revision: 0,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
             reread: false,
         };
         if let ValueSource::Etcd(e) = &watcher.source {
@@ -174,7 +207,7 @@ impl<'a> Watcher<'a> {
     /// Opens one watch stream covering every referenced key, resuming
     /// after the last revision applied.
     async fn open(&mut self) -> Result<Option<WatchStream>, Error> {
-        let keys: BTreeSet<String> = self.loaded.refs().needs().keys().cloned().collect();
+        let keys = self.loaded.refs().needs().clone();
         let ValueSource::Etcd(source) = &mut self.source else {
             return Ok(None);
         };
@@ -183,8 +216,39 @@ impl<'a> Watcher<'a> {
             return Ok(None);
         }
         let etcd = source.connect().await?;
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // A secret's key (Need::Exists) is watched for deletions only: a
+        // put event would carry its value into this process.
+        let keys: Vec<(&str, Need)> = keys.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         Ok(Some(etcd.watch(&keys, self.revision + 1).await?))
+    }
+
+    /// Secret keys the last render found missing (deleted).
+    fn missing_secrets(&self) -> Vec<String> {
+        self.watched
+            .iter()
+            .filter(|(k, n)| **n == Need::Exists && self.values.lookup(k) == Some(&Lookup::Missing))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Asks whether deleted secret keys are back (count-only: their value
+    /// is never read); returns whether one is.
+    async fn recheck_secrets(&mut self) -> Result<bool, Error> {
+        let missing = self.missing_secrets();
+        let ValueSource::Etcd(source) = &mut self.source else {
+            return Ok(false);
+        };
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        let etcd = source.connect().await?;
+        let mut back = false;
+        for key in missing {
+            if etcd.lookup(&key, Need::Exists).await?.0 == Lookup::Exists {
+                back |= self.values.apply(&key, Some(""));
+            }
+        }
+        Ok(back)
     }
 
     fn is_etcd(&self) -> bool {
@@ -225,9 +289,11 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    async fn run(&mut self) -> Result<(), Error> {
-        let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+    async fn run(
+        &mut self,
+        mut sigint: tokio::signal::unix::Signal,
+        mut sigterm: tokio::signal::unix::Signal,
+    ) -> Result<(), Error> {
         let mut stream: Option<WatchStream> = None;
         let mut backoff = MIN_BACKOFF;
         let mut retry_at: Option<Instant> = self.is_etcd().then(Instant::now);
@@ -236,6 +302,8 @@ impl<'a> Watcher<'a> {
         // MAX_DELAY_FACTOR windows after the first pending change.
         let mut render_at: Option<Instant> = None;
         let mut first_pending: Option<Instant> = None;
+        let mut recheck = tokio::time::interval(SECRET_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(SPEC_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = || Instant::now() + Duration::from_secs(86_400);
@@ -306,6 +374,12 @@ impl<'a> Watcher<'a> {
                         }
                     }
                 }
+                _ = recheck.tick(), if stream.is_some() => {
+                    // A lost etcd shows on the stream; an error here adds nothing.
+                    if let Ok(true) = self.recheck_secrets().await {
+                        schedule(&mut render_at, &mut first_pending);
+                    }
+                }
                 message = next(&mut stream) => {
                     let outcome = match message {
                         Ok(Some(response)) => self.apply(&response),
@@ -337,8 +411,7 @@ impl<'a> Watcher<'a> {
                     first_pending = None;
                     match self.rerender().await {
                         Ok(()) => {
-                            let keys: BTreeSet<String> = self.loaded.refs().needs().keys().cloned().collect();
-                            if self.is_etcd() && (keys != self.watched || stream.is_none()) {
+                            if self.is_etcd() && (*self.loaded.refs().needs() != self.watched || stream.is_none()) {
                                 stream = None;
                                 retry_at = Some(Instant::now());
                             }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod litecoind;
 pub mod moto;
 pub mod systemd_host;
