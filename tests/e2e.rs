@@ -10,69 +10,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::docker::{Containers, ScratchImage, docker, docker0, unique_name};
 use common::etcd::Etcd;
 use common::moto::{Moto, new_volume};
 use common::{run, unitgen, world_readable_tempdir};
 
-const RUNNER_IMAGE: &str = "unitgen-e2e-runner:test";
-const NODE_IMAGE: &str = "unitgen-e2e-litecoind:test";
 const CANARY: &str = "canary-e2e-3a9f-rpc-password";
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker (the machine's Docker Engine)");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// The host's address on the default bridge, where containers reach it.
-fn docker0() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "docker0"])
-        .output()
-        .expect("run ip (iproute2)");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let inet = text
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_else(|| panic!("docker0 has no IPv4 address: {text}"));
-    inet.split('/').next().unwrap().to_owned()
-}
-
-fn scratch_image(tag: &str, binaries: &[(&str, &str)]) {
-    let mut cmd = Command::new("bash");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/scratch-image"))
-        .arg(tag);
-    for (src, dest) in binaries {
-        cmd.arg(format!("{src}:{dest}"));
-    }
-    let out = cmd.output().expect("run .ci/scratch-image");
-    assert!(
-        out.status.success(),
-        "building {tag}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Removes containers by name when the test ends, however it ends.
-struct Containers(Vec<&'static str>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("docker")
-                .args(["rm", "--force", name])
-                .output();
-        }
-    }
-}
 
 /// A JSON-RPC call to the node container, for setting the scene.
 fn rpc(addr: &str, method: &str, params: serde_json::Value) -> Result<serde_json::Value, String> {
@@ -85,17 +28,15 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
     let gateway = docker0();
     let etcd = Etcd::start_on(&[&gateway]);
     let moto = Moto::start_on(&gateway, &[]);
-    let _containers = Containers(vec!["bitcoind", "bitcoind-backup"]);
-    for name in ["bitcoind", "bitcoind-backup"] {
-        let _ = Command::new("docker")
-            .args(["rm", "--force", name])
-            .output();
-    }
-    scratch_image(
-        RUNNER_IMAGE,
-        &[(env!("CARGO_BIN_EXE_unitgen-runner"), "/unitgen-runner")],
-    );
-    scratch_image(NODE_IMAGE, &[("/usr/lib/litecoin/litecoind", "/litecoind")]);
+    // Names of this test's own: a user's real `bitcoind` container is
+    // never touched. The runner reaches the node by the link's alias,
+    // `bitcoind`, exactly as in the seed.
+    let node_name = unique_name("unitgen-e2e-bitcoind");
+    let runner_name = unique_name("unitgen-e2e-backup");
+    let _containers = Containers(vec![node_name.clone(), runner_name.clone()]);
+    let runner_image =
+        ScratchImage::build(&[(env!("CARGO_BIN_EXE_unitgen-runner"), "/unitgen-runner")]);
+    let node_image = ScratchImage::build(&[("/usr/lib/litecoin/litecoind", "/litecoind")]);
 
     // The hot wallet's node, as in the seed: a container named bitcoind,
     // its data folder shared with the host.
@@ -108,10 +49,10 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
         "run",
         "--detach",
         "--name",
-        "bitcoind",
+        &node_name,
         "--volume",
         &volume_arg,
-        NODE_IMAGE,
+        &node_image.tag,
         "/litecoind",
         "-regtest",
         "-datadir=/bitcoind/data",
@@ -128,7 +69,7 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
         "inspect",
         "-f",
         "{{.NetworkSettings.IPAddress}}",
-        "bitcoind",
+        &node_name,
     ]);
     let node = format!("{ip}:8332");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -159,8 +100,15 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
     let mut spec = example
         .replace("http://127.0.0.1:2379", &etcd.endpoint())
         .replace("http://172.17.0.1:2379", &etcd.endpoint_on(&gateway))
-        .replace("registry.example.com/unitgen-runner:0.1.0", RUNNER_IMAGE)
+        .replace(
+            "registry.example.com/unitgen-runner:0.1.0",
+            &runner_image.tag,
+        )
         .replace("/var/lib/bitcoind:/bitcoind", &volume_arg)
+        .replace(
+            "links: [\"bitcoind:bitcoind\"]",
+            &format!("name: {runner_name}\n      links: [\"{node_name}:bitcoind\"]"),
+        )
         .replace(
             "          region: us-east-1\n",
             &format!(
@@ -254,10 +202,4 @@ fn the_bitcoind_wallet_example_backs_up_and_snapshots_through_containers() {
     assert_eq!(tags.get("unitgen:job"), Some(&"bitcoind-backup"));
     assert_eq!(tags.get("unitgen:volume"), Some(&volume.as_str()));
     assert_eq!(tags.get("app"), Some(&"bitcoind"));
-
-    for image in [RUNNER_IMAGE, NODE_IMAGE] {
-        let _ = Command::new("docker")
-            .args(["rmi", "--force", image])
-            .output();
-    }
 }

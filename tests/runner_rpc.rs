@@ -199,7 +199,7 @@ async fn unknown_method_is_method_not_found() {
 
 #[tokio::test]
 async fn server_down_is_connection_failed_naming_host_and_port() {
-    let port = litecoind::free_port();
+    let port = common::free_port();
     let call = step(
         &format!("http://127.0.0.1:{port}/"),
         Some("hot"),

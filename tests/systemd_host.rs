@@ -7,9 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::systemd_host::{
-    DOCKER_CLI, ScratchImage, SystemdHost, is_container_artifact, unique_name,
-};
+use common::docker::{ScratchImage, unique_name};
+use common::systemd_host::{DOCKER_CLI, SystemdHost, is_container_artifact};
 
 /// Enough for any event below on a loaded 2-core machine; each usually
 /// takes well under 5 s.

@@ -3,21 +3,13 @@
 //! `etcdctl` (package `etcd-client`). A test that needs etcd and cannot
 //! start it fails; it never skips.
 
-use std::net::TcpListener;
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// TLS material made with the real `openssl` CLI: a CA, a server
 /// certificate for 127.0.0.1, and a second, unrelated CA.

@@ -24,6 +24,7 @@
 //! which is exactly the case a client must not be fooled by. Healing closes
 //! the held connections, and the members dial again.
 
+use super::free_port;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -36,27 +37,6 @@ use std::time::{Duration, Instant};
 const ETCD: &str = "/usr/bin/etcd";
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 pub const MEMBERS: usize = 3;
-
-/// A free loopback port. The kernel hands out a port that is free now;
-/// this process also remembers every port it handed out, so two picks in
-/// one test binary (three members need six) never collide with each other.
-/// A port taken by someone else before etcd binds it makes etcd exit, and
-/// `Cluster::start` then tries again with new ports.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind a free port")
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if given.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-    panic!("no free loopback port in 100 tries");
-}
 
 /// What a member is doing, as the test made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

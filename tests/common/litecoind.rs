@@ -8,9 +8,10 @@
 //! The harness talks to the node through its own tiny HTTP client, not the
 //! code under test, so setup cannot hide a bug in the runner.
 
+use super::free_port;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -318,12 +319,4 @@ impl Drop for Litecoind {
 enum Failure {
     PortClash(String),
     Fatal(String),
-}
-
-/// A loopback port that was free a moment ago (bind :0, then release).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }

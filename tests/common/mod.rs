@@ -2,6 +2,7 @@
 //! unprivileged test mode can read, and systemd's own parser as the oracle.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod etcd;
 pub mod etcd_cluster;
 pub mod litecoind;
@@ -12,6 +13,29 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A free loopback port. The kernel hands out a port that is free now;
+/// this process also remembers every port it handed out, so two picks in
+/// one test binary never collide with each other. A port taken by someone
+/// else before the server binds it makes the server fail to start: every
+/// caller starts its server again with a new port then.
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind a free port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 100 tries");
+}
 
 pub fn unitgen() -> Command {
     Command::new(env!("CARGO_BIN_EXE_unitgen"))

@@ -12,8 +12,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use super::docker::{docker, unique_name};
 
 const IMAGE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/systemd-host-image");
 /// Where the host's Docker CLI appears inside: the `docker:` default of the
@@ -22,36 +23,6 @@ pub const DOCKER_CLI: &str = "/usr/bin/docker";
 /// Systemd 252 boots in under a second here; the rest is slack for a loaded
 /// CI machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs the docker CLI on the host; panics with its stderr on failure and
-/// returns its trimmed stdout.
-pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker (the machine's Docker Engine)");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A name no other test, process or earlier run uses: containers and
-/// images live in one engine-wide namespace.
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{}-{}-{nanos:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Builds the image if it is missing (once per machine and script version:
 /// the script locks and reuses) and returns its tag.
@@ -498,37 +469,4 @@ fn host_docker_cli() -> PathBuf {
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
         .expect("no docker CLI on PATH")
-}
-
-/// Builds an image FROM scratch with `.ci/scratch-image` (binaries and the
-/// libraries they load) and removes it on drop: only images this test
-/// created, under a unique tag.
-pub struct ScratchImage {
-    pub tag: String,
-}
-
-impl ScratchImage {
-    /// `binaries`: `(path here, path in the image)`.
-    pub fn build(binaries: &[(&str, &str)]) -> ScratchImage {
-        let tag = format!("{}:test", unique_name("unitgen-test-scratch"));
-        let mut cmd = Command::new("bash");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/scratch-image"))
-            .arg(&tag);
-        for (src, dest) in binaries {
-            cmd.arg(format!("{src}:{dest}"));
-        }
-        let out = cmd.output().expect("run .ci/scratch-image");
-        assert!(
-            out.status.success(),
-            "building {tag}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ScratchImage { tag }
-    }
-}
-
-impl Drop for ScratchImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", &self.tag]).output();
-    }
 }
