@@ -1,12 +1,31 @@
-//! Validation and rendering of a 10,000-job spec: decode, validate (every
-//! schedule parsed by the calendar engine), render. Run with
-//! `cargo bench --bench render`; numbers go in BENCHMARKS.md.
+//! Render at scale, in process (no process start-up in the numbers):
+//! validation, a first render into an empty folder, a re-render with
+//! nothing changed, and validation of specs with 1,000 and 10,000
+//! problems. Run with `cargo bench --bench render`; numbers go in
+//! BENCHMARKS.md.
 
+use std::path::Path;
 use std::time::Instant;
 
+use unitgen::generate::output;
 use unitgen::generate::values::Values;
 
-fn spec(jobs: usize) -> String {
+/// Host-command jobs on plain systemd, as an operator's cron table becomes.
+fn host_spec(jobs: usize, bad_key: bool) -> String {
+    let mut s = String::from("version: 1\njobs:\n");
+    for i in 0..jobs {
+        let bogus = if bad_key { "    bogus: 1\n" } else { "" };
+        s.push_str(&format!(
+            "  job-{i:05}:\n    cron: \"{} {} * * *\"\n{bogus}    timer: {{ persistent: true }}\n    command: [/usr/local/bin/backup, --set, \"s{i}\"]\n",
+            i % 60,
+            i % 24
+        ));
+    }
+    s
+}
+
+/// Container jobs on fleet, every schedule through the calendar engine.
+fn fleet_spec(jobs: usize) -> String {
     let mut s = String::from(
         "version: 1\ndefaults:\n  target: fleet\n  image: registry.example.com/unitgen-runner:0.1.0\njobs:\n",
     );
@@ -18,32 +37,91 @@ fn spec(jobs: usize) -> String {
             "*-*-1,15 04:00 Europe/Berlin",
         ][i % 4];
         s.push_str(&format!(
-            "  job-{i:05}:\n    schedule: \"{schedule}\"\n    timer: {{ persistent: true, randomized_delay: 10m }}\n    fleet: {{ machine_metadata: {{ region: us-east-1 }} }}\n    container: {{ volumes: [\"/var/lib/app{i}:/data\"] }}\n    steps:\n      - ebs_snapshot: {{ volume_id: vol-0123456789abcdef0, region: us-east-1, credentials: default_chain, retention: {{ keep_daily: 7 }} }}\n"
+            "  job-{i:05}:\n    schedule: \"{schedule}\"\n    timer: {{ persistent: true, randomized_delay: 10m }}\n    fleet: {{ machine_metadata: {{ region: us-east-1 }} }}\n    container: {{ volumes: [\"/var/lib/app{i}:/data\"] }}\n    steps:\n      - ebs_snapshot: {{ volume_id: vol-0123456789abcdef0, region: us-east-1, credentials: default_chain, wait: 1h, retention: {{ keep_daily: 7 }} }}\n"
         ));
     }
     s
 }
 
-fn main() {
-    let jobs = 10_000;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("unitgen.yaml");
-    std::fs::write(&path, spec(jobs)).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len();
-    let runs = 5;
+/// Best of `runs`, in milliseconds; `setup` runs before each, untimed.
+fn best(runs: usize, mut setup: impl FnMut(), mut f: impl FnMut()) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..runs {
+        setup();
         let t = Instant::now();
-        let loaded = unitgen::generate::load(&path).unwrap();
-        let files = loaded.render(&Values::none(loaded.refs())).unwrap();
-        best = best.min(t.elapsed().as_secs_f64());
-        assert_eq!(files.len(), jobs * 2);
+        f();
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
-    println!(
-        "render_spec: {jobs} jobs ({:.1} MiB spec) -> {} units: best of {runs} {:.0} ms ({:.1} µs/job)",
-        size as f64 / 1048576.0,
-        jobs * 2,
-        best * 1e3,
-        best * 1e6 / jobs as f64
-    );
+    best
+}
+
+fn render(path: &Path) -> Result<Vec<unitgen::generate::render::UnitFile>, unitgen::error::Error> {
+    let loaded = unitgen::generate::load(path).unwrap();
+    loaded.render(&Values::none(loaded.refs()))
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = 5;
+    println!("| spec | operation | best of {runs} |");
+    println!("| --- | --- | --- |");
+    for (label, text, jobs) in [
+        (
+            "10,000 host-command jobs (systemd)",
+            host_spec(10_000, false),
+            10_000,
+        ),
+        ("10,000 container jobs (fleet)", fleet_spec(10_000), 10_000),
+    ] {
+        let path = dir.path().join("unitgen.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let validate = best(
+            runs,
+            || {},
+            || {
+                assert_eq!(render(&path).unwrap().len(), jobs * 2);
+            },
+        );
+        let out = dir.path().join("units");
+        let first = best(
+            runs,
+            || {
+                let _ = std::fs::remove_dir_all(&out);
+            },
+            || {
+                let files = render(&path).unwrap();
+                output::write(&out, &files).unwrap();
+            },
+        );
+        let again = best(
+            runs,
+            || {},
+            || {
+                let files = render(&path).unwrap();
+                let w = output::write(&out, &files).unwrap();
+                assert!(w.changed.is_empty());
+            },
+        );
+        println!("| {label} | validate | {validate:.0} ms |");
+        println!(
+            "| {label} | first render | {first:.0} ms ({:.1}x validate) |",
+            first / validate
+        );
+        println!("| {label} | re-render, nothing changed | {again:.0} ms |");
+    }
+    for problems in [1_000, 10_000] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, host_spec(problems, true)).unwrap();
+        let t = best(
+            runs,
+            || {},
+            || match render(&path) {
+                Err(unitgen::error::Error::Invalid(found)) => assert_eq!(found.len(), problems),
+                other => panic!("{:?}", other.map(|f| f.len())),
+            },
+        );
+        println!(
+            "| {problems} jobs, one unknown key each | validate ({problems} problems) | {t:.0} ms |"
+        );
+    }
 }

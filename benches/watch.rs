@@ -14,6 +14,14 @@
 #[allow(dead_code)]
 mod etcd;
 
+/// What `tests/common` gives the etcd harness: a free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -480,3 +480,212 @@ fn two_jobs_never_share_a_container_name() {
         "error: unitgen.yaml:7:3: jobs.a@b: container name `a_b` is also used by job `a:b`; set `container.name` on one of them\n",
     );
 }
+
+// Promises that broke (issue 9): each test below failed before its fix.
+
+#[test]
+fn a_file_unitgen_did_not_write_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  rsync-backups:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let hand =
+        "[Unit]\nDescription=hand-written\n[Service]\nExecStart=/usr/local/bin/rsync-backups.sh\n";
+    write(&tmp.path().join("units/rsync-backups.service"), hand);
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 1);
+    assert_eq!(
+        r.stderr,
+        "error: units/rsync-backups.service: exists and was not written by unitgen; job \
+         `rsync-backups` would replace it. Move it away (or rename the job), then render again\n"
+    );
+    assert_eq!(r.stdout, "");
+    let tree = read_tree(&tmp.path().join("units"));
+    assert_eq!(tree.len(), 1, "nothing was written: {:?}", tree.keys());
+    assert_eq!(tree[Path::new("rsync-backups.service")], hand);
+}
+
+#[test]
+fn credentials_in_an_rpc_url_are_refused_at_render_without_echo() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (url, col, says) in [
+        (
+            "http://rpcuser:hunter2@bitcoind:8332/",
+            16,
+            "credentials do not belong in the URL (it is not shown here); use the step's `user` and `password` (from etcd) or `cookie_file`",
+        ),
+        (
+            "https://rpcuser:hunter2@bitcoind:8332/",
+            16,
+            "credentials do not belong in the URL (it is not shown here); use the step's `user` and `password` (from etcd) or `cookie_file`",
+        ),
+        (
+            "https://bitcoind:8332/",
+            16,
+            "`https://bitcoind:8332/` uses https, but bitcoind's RPC server has no TLS: use http:// through an SSH or stunnel tunnel, or over a private network",
+        ),
+    ] {
+        spec_in(
+            tmp.path(),
+            &format!(
+                "version: 1\ndefaults: {{ image: r }}\njobs:\n  w:\n    schedule: daily\n    steps:\n      - rpc:\n          url: {url}\n          method: backupwallet\n"
+            ),
+        );
+        for cmd in ["validate", "render"] {
+            let r = in_dir(tmp.path(), &[cmd]);
+            assert_eq!(r.status, 2, "{url}");
+            assert_eq!(
+                r.stderr,
+                format!("error: unitgen.yaml:8:{col}: jobs.w.steps[0].rpc.url: {says}\n")
+            );
+            assert!(!tmp.path().join("units").exists(), "nothing written");
+        }
+    }
+}
+
+#[test]
+fn a_secret_field_never_shows_its_value_whatever_its_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rpc = |password: &str| {
+        format!(
+            "version: 1\ndefaults: {{ image: r }}\njobs:\n  w:\n    schedule: daily\n    steps:\n      - rpc: {{ url: http://b:8332/, method: getinfo, user: u, password: {password} }}\n"
+        )
+    };
+    let ebs = |credentials: &str| {
+        format!(
+            "version: 1\ndefaults: {{ image: r }}\njobs:\n  w:\n    schedule: daily\n    steps:\n      - ebs_snapshot: {{ volume_id: vol-0123456789abcdef0, region: us-east-1, credentials: {credentials} }}\n"
+        )
+    };
+    let cases = [
+        rpc("1234.5678"),
+        rpc("98765"),
+        rpc("true"),
+        rpc("hunter2secret"),
+        rpc("[hunter2secret]"),
+        rpc("{ hunter2secret: x }"),
+        rpc("{ etcd: /k, value: hunter2secret }"),
+        ebs("AKIAIOSFODNN7EXAMPLE"),
+        ebs("12345678"),
+        ebs("4.25"),
+        ebs("[AKIAIOSFODNN7EXAMPLE]"),
+        ebs("{ AKIAIOSFODNN7EXAMPLE: x }"),
+    ];
+    for spec in cases {
+        spec_in(tmp.path(), &spec);
+        let r = in_dir(tmp.path(), &["validate"]);
+        assert_eq!(r.status, 2, "{spec}");
+        for secret in [
+            "1234.5678",
+            "98765",
+            "hunter2secret",
+            "AKIAIOSFODNN7EXAMPLE",
+            "12345678",
+            "4.25",
+        ] {
+            assert!(!r.stderr.contains(secret), "{spec}\n{}", r.stderr);
+        }
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("secret cannot be written in the spec")
+                || r.stderr.contains("AWS keys never go in the spec"),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn every_name_that_validates_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `NAME.service` may be 255 bytes: a 247-byte job name is the longest.
+    let longest = "j".repeat(247);
+    spec_in(
+        tmp.path(),
+        &format!(
+            "version: 1\njobs:\n  {longest}:\n    schedule: daily\n    command: [/usr/bin/true]\n"
+        ),
+    );
+    assert_eq!(in_dir(tmp.path(), &["validate"]).status, 0);
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(tmp.path().join(format!("units/{longest}.service")).exists());
+    assert!(tmp.path().join(format!("units/{longest}.timer")).exists());
+    let too_long = "j".repeat(248);
+    spec_in(
+        tmp.path(),
+        &format!(
+            "version: 1\njobs:\n  {too_long}:\n    schedule: daily\n    command: [/usr/bin/true]\n"
+        ),
+    );
+    let r = in_dir(tmp.path(), &["validate"]);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("is 256 bytes with its suffix; systemd allows at most 255"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_job_cannot_depend_on_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults: { image: r }\njobs:\n  docker:\n    schedule: daily\n    container: { command: [/x] }\n",
+        "error: unitgen.yaml:4:3: jobs.docker: job `docker` would depend on its own unit `docker.service` (container jobs run after and require docker.service); rename the job\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  x:\n    schedule: daily\n    after: [x.service]\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:3:3: jobs.x: job `x` would depend on its own unit `x.service` (its `after` or `requires` names it); rename the job\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  x:\n    schedule: daily\n    on_failure: x.service\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:5:17: jobs.x.on_failure: a job cannot be its own `on_failure` unit: its failure would start it again\n",
+    );
+}
+
+#[test]
+fn a_line_break_in_a_name_never_breaks_the_one_line_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  \"a\\nb\":\n    schedule: daily\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:3:3: jobs.a\\nb: job name `a\\nb` cannot be a unit name: it contains `\\n`; unit names may use only ASCII letters, digits and `:_.@-`; try `a-b`\n",
+    );
+}
+
+#[test]
+fn host_networking_with_links_is_refused_as_docker_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults: { image: r }\njobs:\n  w:\n    schedule: daily\n    container: { network: host, links: [\"bitcoind:bitcoind\"], command: [/x] }\n",
+        "error: unitgen.yaml:6:40: jobs.w.container.links: docker refuses `links` with `network: host` (the container shares the host's network, so reach the linked container by its published port instead); remove one\n",
+    );
+}
+
+#[test]
+fn thousands_of_problems_are_all_reported_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = String::from("version: 1\njobs:\n");
+    for i in 0..2000 {
+        spec.push_str(&format!(
+            "  j{i}:\n    schedule: daily\n    bogus: 1\n    command: [/usr/bin/true]\n"
+        ));
+    }
+    spec_in(tmp.path(), &spec);
+    let r = in_dir(tmp.path(), &["validate"]);
+    assert_eq!(r.status, 2);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2001, "every problem, then the count");
+    assert!(
+        lines[0].starts_with("error: unitgen.yaml:5:5: jobs.j0.bogus: unknown key `bogus`"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[2000], "error: 2000 problems in unitgen.yaml");
+}

@@ -79,6 +79,7 @@ impl Scene {
                     ..RetentionPolicy::default()
                 }),
                 endpoint: Some(self.moto.endpoint()),
+                request_timeout: None,
             }),
         ]
     }

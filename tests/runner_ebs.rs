@@ -25,6 +25,8 @@ use unitgen::runner::ebs::{
 
 const JOB: &str = "bitcoind-wallet";
 const REGION: &str = "us-east-1";
+/// Each EC2 request against moto on loopback.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn keys() -> AwsKeys {
     AwsKeys {
@@ -34,7 +36,7 @@ fn keys() -> AwsKeys {
 }
 
 async fn step_api(moto: &Moto) -> AwsEc2 {
-    ebs::aws_ec2(REGION, Some(&moto.endpoint()), Some(keys())).await
+    ebs::aws_ec2(REGION, Some(&moto.endpoint()), Some(keys()), TIMEOUT).await
 }
 
 fn ours(volume: &str) -> Vec<(&'static str, String)> {
@@ -101,6 +103,7 @@ fn job(volume: &str, retention: Option<RetentionPolicy>) -> SnapshotJob {
         wait: Some("5min".into()),
         retention,
         endpoint: None,
+        request_timeout: None,
     }
 }
 
@@ -111,10 +114,13 @@ fn keep_last(n: u32) -> Option<RetentionPolicy> {
     })
 }
 
+const RUN: &str = "test-run-1";
+
 fn opts() -> Options {
     Options {
-        dry_run: false,
         poll_interval: Duration::from_millis(100),
+        run_id: RUN.into(),
+        ..Options::default()
     }
 }
 
@@ -158,6 +164,7 @@ async fn the_snapshot_carries_every_tag_and_the_description() {
             ("team", "ops"),
             ("unitgen:job", JOB),
             ("unitgen:managed-by", "unitgen"),
+            ("unitgen:run", RUN),
             ("unitgen:volume", volume.as_str()),
         ])
     );
@@ -379,6 +386,7 @@ async fn refused_credentials_say_so_and_never_show_the_secret() {
             access_key_id: SecretString::new("AKIDNOTKNOWN"),
             secret_access_key: SecretString::new("s3cr3t-never-shown"),
         }),
+        TIMEOUT,
     )
     .await;
     let err = ebs::run(&api, JOB, &job("vol-0123abcd", keep_last(1)), &opts())
@@ -404,7 +412,7 @@ async fn nothing_listening_gives_a_clear_error() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let api = ebs::aws_ec2(REGION, Some(&endpoint), Some(keys())).await;
+    let api = ebs::aws_ec2(REGION, Some(&endpoint), Some(keys()), TIMEOUT).await;
     let started = std::time::Instant::now();
     let err = ebs::run(&api, JOB, &job("vol-0123abcd", keep_last(1)), &opts())
         .await

@@ -45,6 +45,12 @@ struct Watch {
 
 impl Watch {
     fn start(dir: &Path, extra: &[&str]) -> Watch {
+        let log = dir.join("exec.log");
+        Watch::start_with_exec(dir, &format!("echo \"$@\" >> '{}'", log.display()), extra)
+    }
+
+    /// With `--exec HOOK`; the hook appends to `exec.log` in `dir`.
+    fn start_with_exec(dir: &Path, hook: &str, extra: &[&str]) -> Watch {
         let exec_log = dir.join("exec.log");
         let mut child = unitgen()
             .args(["watch", "--debounce", "300ms", "-f"])
@@ -52,7 +58,7 @@ impl Watch {
             .arg("-o")
             .arg(dir.join("units"))
             .arg("--exec")
-            .arg(format!("echo \"$@\" >> '{}'", exec_log.display()))
+            .arg(hook)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -204,10 +210,19 @@ fn a_change_rewrites_exactly_the_affected_units_and_runs_exec_once() {
         .collect();
     assert_eq!(changed, vec![PathBuf::from("job1.service")]);
 
-    // A secret changing changes no unit and runs nothing.
+    // A secret changing changes no unit and runs nothing ...
     etcd.put("/aws/secret-access-key", "rotated-canary-secret");
     assert_eq!(watch.batch(Duration::from_secs(1)), Vec::<String>::new());
-    assert_eq!(watch.exec_runs().len(), 2);
+    // ... and the watch is alive: a change after it is still seen (a dead
+    // watcher would pass the quiet second above).
+    etcd.put("/vol/0", "vol-0aaaaaaaaaaaaaaaa");
+    let job0 = dir.path().join("units/job0.service");
+    assert_eq!(
+        watch.batch(Duration::from_secs(10)),
+        vec![job0.display().to_string()]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(watch.exec_runs().len(), 3);
     assert!(!watch.stderr().contains("canary-secret"));
     assert_eq!(watch.stop(), 0);
 }
@@ -345,4 +360,53 @@ fn sigint_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn the_hook_tells_removed_units_from_rewritten_ones() {
+    let (etcd, dir) = setup(3);
+    let log = dir.path().join("exec.log");
+    let hook = format!(
+        "printf 'args=%s|removed=%s\\n' \"$*\" \"$(echo $UNITGEN_REMOVED)\" >> '{}'",
+        log.display()
+    );
+    let watch = Watch::start_with_exec(dir.path(), &hook, &[]);
+    watch.batch(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // One job removed, one changed, in one edit.
+    let edited = spec(&etcd.endpoint(), 2).replace(
+        "  job0:\n    schedule: daily\n",
+        "  job0:\n    description: changed\n    schedule: daily\n",
+    );
+    write(&dir.path().join("unitgen.yaml"), &edited);
+    let units = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| dir.path().join("units").join(n).display().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        watch.batch(Duration::from_secs(10)),
+        units(&["job0.service", "job0.timer"]),
+        "stdout lists only units that exist"
+    );
+    assert!(!dir.path().join("units/job2.service").exists());
+    for removed in units(&["job2.service", "job2.timer"]) {
+        watch.wait_stderr(
+            &format!("unitgen watch: removed {removed}"),
+            Duration::from_secs(5),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let runs = watch.exec_runs();
+    assert_eq!(
+        runs.last().unwrap(),
+        &format!(
+            "args={}|removed={}",
+            units(&["job0.service", "job0.timer"]).join(" "),
+            units(&["job2.service", "job2.timer"]).join(" ")
+        )
+    );
+    assert_eq!(watch.stop(), 0);
 }

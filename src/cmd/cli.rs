@@ -63,8 +63,11 @@ Examples:
   UNITGEN_ETCD_PASSWORD_FILE=/etc/unitgen/etcd.pw unitgen watch --etcd-user unitgen
 
 Each batch of changes prints the rewritten unit paths, one per line, and runs --exec once
-with them as arguments. A referenced key that disappears is reported, and the last good
-units stay. SIGINT or SIGTERM stops the watch.")]
+with them as arguments (\"$@\"); units of jobs removed from the spec are deleted, reported
+on stderr (`removed PATH`) and given to --exec only in $UNITGEN_REMOVED (one path per
+line; $UNITGEN_CHANGED lists the rewritten ones the same way), never as arguments. A
+referenced key that disappears is reported, and the last good units stay. SIGINT or
+SIGTERM stops the watch.")]
     Watch(WatchArgs),
     /// Print a shell completion script
     #[command(after_help = "\
@@ -179,8 +182,8 @@ pub struct WatchArgs {
         default_value = "units"
     )]
     pub output: PathBuf,
-    /// Shell command run once per batch of changes; the changed unit paths
-    /// are its arguments ("$@")
+    /// Shell command run once per batch of changes; the rewritten unit paths
+    /// are its arguments ("$@"), removed ones are in $UNITGEN_REMOVED
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
     /// Wait this long after a change for more before re-rendering, e.g. `200ms`

@@ -155,23 +155,36 @@ impl<'a> Watcher<'a> {
         Ok(self.loaded.render(&self.values))
     }
 
-    /// Writes what changed, prints it, runs the hook.
+    /// Writes what changed, prints it, runs the hook: rewritten units are
+    /// its arguments (`"$@"`, files that exist); removed units are only in
+    /// `UNITGEN_REMOVED`, so a hook never mistakes one for the other.
     async fn publish(&mut self, files: &[UnitFile]) -> Result<(), Error> {
         let written = crate::generate::output::write(&self.args.output, files)?;
         let mut out = std::io::stdout().lock();
-        for path in written.changed.iter().chain(&written.removed) {
+        for path in &written.changed {
             let _ = writeln!(out, "{}", path.display());
         }
         let _ = out.flush();
         drop(out);
-        let mut changed = written.changed;
-        changed.extend(written.removed);
-        if let (Some(cmd), false) = (&self.args.exec, changed.is_empty()) {
+        for path in &written.removed {
+            note(format!("removed {}", path.display()));
+        }
+        let lines = |paths: &[PathBuf]| {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let nothing = written.changed.is_empty() && written.removed.is_empty();
+        if let (Some(cmd), false) = (&self.args.exec, nothing) {
             let status = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(cmd)
                 .arg("unitgen-watch")
-                .args(&changed)
+                .args(&written.changed)
+                .env("UNITGEN_CHANGED", lines(&written.changed))
+                .env("UNITGEN_REMOVED", lines(&written.removed))
                 .status()
                 .await;
             match status {

@@ -19,6 +19,12 @@ pub const MANAGED_BY: &str = "unitgen";
 pub const TAG_JOB: &str = "unitgen:job";
 /// The volume the snapshot was taken of.
 pub const TAG_VOLUME: &str = "unitgen:volume";
+/// The run that created the snapshot: CreateSnapshot takes no idempotency
+/// token, so after a request whose answer was lost the runner looks its
+/// snapshot up by this tag instead of creating another.
+pub const TAG_RUN: &str = "unitgen:run";
+/// Used when the step gives no `request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tag key prefixes a spec may not use: AWS reserves `aws:`, and ours
 /// decide what retention may delete.
 pub const RESERVED_TAG_PREFIXES: &[&str] = &["aws:", "unitgen:"];
@@ -37,6 +43,9 @@ pub struct SnapshotJob<S = String> {
     pub retention: Option<RetentionPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<S>,
+    /// How long one EC2 request may take (a time span, default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<S>,
 }
 
 /// The three tags that make a snapshot this job's, for this volume.
@@ -129,6 +138,16 @@ impl<S: Text> SnapshotJob<S> {
         {
             out.push(Violation::at("endpoint", message));
         }
+        if let Some(t) = self.request_timeout.as_ref().and_then(Text::known) {
+            match timespan::parse(t) {
+                Err(e) => out.push(Violation::at("request_timeout", e)),
+                Ok(Some(d)) if d >= Duration::from_secs(1) => {}
+                Ok(_) => out.push(Violation::at(
+                    "request_timeout",
+                    "must be a finite time span of at least 1s: a lost answer must be noticed",
+                )),
+            }
+        }
         out
     }
 
@@ -143,6 +162,14 @@ impl SnapshotJob<String> {
     /// `wait` that does not parse.
     pub fn wait_limit(&self) -> Result<Option<Option<Duration>>, String> {
         self.wait.as_deref().map(timespan::parse).transpose()
+    }
+
+    /// How long one EC2 request may take.
+    pub fn request_limit(&self) -> Duration {
+        self.request_timeout
+            .as_deref()
+            .and_then(|t| timespan::parse(t).ok().flatten())
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 }
 
@@ -164,6 +191,7 @@ impl SnapshotJob<super::Maybe> {
             wait: opt(self.wait)?,
             retention: self.retention,
             endpoint: opt(self.endpoint)?,
+            request_timeout: opt(self.request_timeout)?,
         })
     }
 }
@@ -184,6 +212,7 @@ mod tests {
                 ..Default::default()
             }),
             endpoint: None,
+            request_timeout: None,
         }
     }
 

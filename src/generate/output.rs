@@ -1,11 +1,27 @@
-//! Writing units: atomic per file (temp file + rename), all-or-nothing for
-//! the whole set as far as the file system allows, stale-unit removal
-//! through a manifest, and `--check`'s diff.
+//! Writing units into the output folder, and `--check`'s diff.
+//!
+//! What holds, however a render ends (the README's guarantees section says
+//! the same):
+//! - every unit file is whole: it is written to a temp file and renamed
+//!   over the old one, so a reader sees the old bytes or the new, never a
+//!   mix; the bytes are on disk before any rename (one `syncfs(2)` for all
+//!   temp files, then the renames, then one fsync of the folder);
+//! - a render that fails before its renames (a problem, a full disk, a
+//!   foreign file in the way) leaves the folder exactly as it was, and
+//!   removes its temp files;
+//! - a render killed during its renames leaves each unit old or new, and a
+//!   manifest that already lists both sets: the next render (of any spec)
+//!   cleans up after it, and `--check` reports it meanwhile;
+//! - files unitgen did not write (not in the manifest and without the
+//!   `[X-Unitgen]` section) are never overwritten or removed;
+//! - one render at a time per folder: a second waits for the first.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::generate::render::UnitFile;
@@ -15,86 +31,244 @@ use crate::generate::render::UnitFile;
 pub const MANIFEST: &str = ".unitgen-manifest";
 const MANIFEST_HEADER: &str =
     "# Files written by `unitgen render`; it removes them when their job is gone.\n";
-/// Present in every unit unitgen writes; a file without it is never removed.
+/// Present in every unit unitgen writes.
 const MARKER: &str = "\n[X-Unitgen]\n";
+/// Temp files are `.unitgen-tmp.PID.N`: short, so that a unit name of the
+/// longest length systemd allows still has a temp name the file system
+/// takes, and recognizable, so any render can remove what a killed one left.
+const TEMP_PREFIX: &str = ".unitgen-tmp.";
+/// How long a render waits for another one writing the same folder.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What a render changed, for printing and for `watch`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    /// Every unit of the spec, in render order (service before timer).
+    /// Every unit of the spec, in render order.
     pub units: Vec<PathBuf>,
     /// The subset whose bytes changed.
     pub changed: Vec<PathBuf>,
+    /// Units of jobs the spec no longer has, removed.
     pub removed: Vec<PathBuf>,
 }
 
-/// Writes `files` into `dir`. Nothing is renamed into place until every
-/// temp file is written and every destination is known to be replaceable,
-/// so a failure leaves the previous units as they were.
-pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
-    fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let previous = read_manifest(dir)?;
-    let mut written = Written::default();
-    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let result = (|| {
-        for file in files {
-            let dest = dir.join(&file.name);
-            written.units.push(dest.clone());
-            match fs::symlink_metadata(&dest) {
-                Ok(m) if !m.is_file() => {
+/// Holds the output folder for one render: `flock(2)` on the folder itself,
+/// so no lock file is left in a folder that is committed to git. The kernel
+/// releases it when the process ends, however it ends.
+struct FolderLock(fs::File);
+
+impl FolderLock {
+    fn acquire(dir: &Path) -> Result<FolderLock, Error> {
+        let file = fs::File::open(dir).map_err(Error::io(dir))?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(FolderLock(file)),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    if !said {
+                        eprintln!(
+                            "unitgen: another unitgen is writing {}; waiting for it",
+                            dir.display()
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
                     return Err(Error::Output {
-                        path: dest,
-                        message: "exists and is not a regular file; move it away and render again"
-                            .into(),
+                        path: dir.to_owned(),
+                        message: format!(
+                            "another unitgen has been writing here for {}s (a `watch`, or a \
+                             render that hangs); stop it, or render into another folder",
+                            LOCK_WAIT.as_secs()
+                        ),
                     });
                 }
-                Ok(_) if fs::read(&dest).map_err(Error::io(&dest))? == file.contents.as_bytes() => {
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(dir)(e)),
+            }
+        }
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Writes `files` into `dir` (see the module's guarantees).
+pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
+    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let _lock = FolderLock::acquire(dir)?;
+    remove_leftovers(dir)?;
+    let previous = read_manifest(dir)?;
+    let mut written = Written::default();
+
+    // Decide everything before writing anything: a foreign file in the way
+    // stops the render with the folder untouched.
+    let mut todo: Vec<(&UnitFile, PathBuf)> = Vec::new();
+    for file in files {
+        let dest = dir.join(&file.name);
+        written.units.push(dest.clone());
+        match fs::symlink_metadata(&dest) {
+            Ok(m) if !m.is_file() => {
+                return Err(Error::Output {
+                    path: dest,
+                    message: "exists and is not a regular file; move it away and render again"
+                        .into(),
+                });
+            }
+            Ok(_) => {
+                let old = fs::read(&dest).map_err(Error::io(&dest))?;
+                if old == file.contents.as_bytes() {
                     continue;
                 }
-                _ => {}
+                if !previous.contains(&file.name) && !has_marker(&old) {
+                    return Err(Error::Output {
+                        path: dest,
+                        message: format!(
+                            "exists and was not written by unitgen; job `{}` would replace it. \
+                             Move it away (or rename the job), then render again",
+                            file.job
+                        ),
+                    });
+                }
             }
-            let tmp = dir.join(format!(".{}.unitgen-tmp", file.name));
-            write_synced(&tmp, file.contents.as_bytes())?;
-            staged.push((tmp, dest));
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&dest)(e)),
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (tmp, _) in &staged {
-            let _ = fs::remove_file(tmp);
-        }
-        return Err(e);
-    }
-    for (tmp, dest) in staged {
-        fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
-        written.changed.push(dest);
+        todo.push((file, dest));
     }
 
     let current: BTreeSet<String> = files.iter().map(|f| f.name.clone()).collect();
-    for stale in previous.difference(&current) {
-        let path = dir.join(stale);
-        if is_ours(&path) {
-            fs::remove_file(&path).map_err(Error::io(&path))?;
-            written.removed.push(path);
+    let stale: Vec<PathBuf> = previous
+        .difference(&current)
+        .map(|name| dir.join(name))
+        .filter(|path| is_ours(path))
+        .collect();
+    if todo.is_empty() && stale.is_empty() && previous == current {
+        return Ok(written);
+    }
+
+    // Stage every changed unit, then make them durable in one pass.
+    let mut staged = Staged::new(dir);
+    for (file, dest) in &todo {
+        let tmp = staged.write(file.contents.as_bytes())?;
+        staged.pairs.push((tmp, dest.clone()));
+    }
+    sync_filesystem(dir)?;
+    // Record the union before renaming: a render killed among the renames
+    // leaves every file it may have placed recorded, for the next render.
+    if !todo.is_empty() {
+        let union: BTreeSet<String> = previous.union(&current).cloned().collect();
+        write_manifest(dir, &mut staged, &union)?;
+    }
+    for (tmp, dest) in std::mem::take(&mut staged.pairs) {
+        fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
+        written.changed.push(dest);
+    }
+    for path in stale {
+        fs::remove_file(&path).map_err(Error::io(&path))?;
+        written.removed.push(path);
+    }
+    write_manifest(dir, &mut staged, &current)?;
+    sync_dir(dir)?;
+    Ok(written)
+}
+
+/// Temp files of this render; whatever is left when it ends (a failure) is
+/// removed.
+struct Staged<'a> {
+    dir: &'a Path,
+    /// Written and not yet renamed: (temp, destination).
+    pairs: Vec<(PathBuf, PathBuf)>,
+    /// Every temp file created, renamed or not.
+    temps: Vec<PathBuf>,
+}
+
+impl<'a> Staged<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Staged {
+            dir,
+            pairs: Vec::new(),
+            temps: Vec::new(),
         }
     }
+
+    /// A new temp file holding `bytes` (not yet fsynced).
+    fn write(&mut self, bytes: &[u8]) -> Result<PathBuf, Error> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}.{n}", std::process::id()));
+        // Recorded before it exists: a write that fails half-way is removed too.
+        self.temps.push(tmp.clone());
+        let mut f = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+        f.write_all(bytes).map_err(Error::io(&tmp))?;
+        Ok(tmp)
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        for tmp in &self.temps {
+            // Renamed ones are gone already; this only removes leftovers.
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+fn write_manifest(dir: &Path, staged: &mut Staged, names: &BTreeSet<String>) -> Result<(), Error> {
     let mut manifest = String::from(MANIFEST_HEADER);
-    for name in &current {
+    for name in names {
         manifest.push_str(name);
         manifest.push('\n');
     }
     let mpath = dir.join(MANIFEST);
-    if fs::read_to_string(&mpath).ok().as_deref() != Some(manifest.as_str()) {
-        let tmp = dir.join(format!("{MANIFEST}.unitgen-tmp"));
-        write_synced(&tmp, manifest.as_bytes())?;
-        fs::rename(&tmp, &mpath).map_err(Error::io(&mpath))?;
+    if fs::read_to_string(&mpath).ok().as_deref() == Some(manifest.as_str()) {
+        return Ok(());
     }
-    sync_dir(dir);
-    Ok(written)
+    let tmp = staged.write(manifest.as_bytes())?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io(&tmp))?;
+    fs::rename(&tmp, &mpath).map_err(Error::io(&mpath))?;
+    sync_dir(dir)
 }
 
-/// The differences between `dir` and `files`, as a unified diff; empty when
-/// the folder is up to date. Reads only.
+/// Temp files a killed or failed render left behind (any spec's: they all
+/// share the prefix), removed under the folder lock.
+fn remove_leftovers(dir: &Path) -> Result<(), Error> {
+    for path in leftovers(dir)? {
+        fs::remove_file(&path).map_err(Error::io(&path))?;
+    }
+    Ok(())
+}
+
+fn leftovers(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The differences between `dir` and `files`, as a unified diff, plus a
+/// note per temp file an interrupted render left; empty when the folder is
+/// up to date. Reads only.
 pub fn check(dir: &Path, files: &[UnitFile]) -> Result<String, Error> {
     let mut out = String::new();
     let mut names = BTreeSet::new();
@@ -114,6 +288,12 @@ pub fn check(dir: &Path, files: &[UnitFile]) -> Result<String, Error> {
             let old = fs::read_to_string(&path).map_err(Error::io(&path))?;
             out.push_str(&diff(&path, &old, ""));
         }
+    }
+    for tmp in leftovers(dir)? {
+        out.push_str(&format!(
+            "# {}: left by an interrupted render; `unitgen render` removes it\n",
+            tmp.display()
+        ));
     }
     Ok(out)
 }
@@ -157,22 +337,37 @@ fn read_manifest(dir: &Path) -> Result<BTreeSet<String>, Error> {
     }
 }
 
+fn has_marker(bytes: &[u8]) -> bool {
+    bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes())
+}
+
 /// A file unitgen wrote: a regular file carrying the `[X-Unitgen]` section.
 fn is_ours(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-        && fs::read_to_string(path).is_ok_and(|text| text.contains(MARKER))
+        && fs::read(path).is_ok_and(|bytes| has_marker(&bytes))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut f = fs::File::create(path).map_err(Error::io(path))?;
-    f.write_all(bytes).map_err(Error::io(path))?;
-    f.sync_all().map_err(Error::io(path))
+/// Makes every file written so far durable in one call: `syncfs(2)` on the
+/// folder's file system, instead of one fsync per file (20,000 fsyncs made
+/// a first render of 10,000 jobs take 10 s).
+fn sync_filesystem(dir: &Path) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let d = fs::File::open(dir).map_err(Error::io(dir))?;
+    // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(Error::io(dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
-/// Makes the renames durable; best effort, as not every file system allows it.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
+/// Makes the renames durable.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let d = fs::File::open(dir).map_err(Error::io(dir))?;
+    match d.sync_all() {
+        Ok(()) => Ok(()),
+        // Some file systems cannot fsync a folder; the renames still happened.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(e) => Err(Error::io(dir)(e)),
     }
 }
 
@@ -214,5 +409,50 @@ mod tests {
             "an unchanged unit is not rewritten"
         );
         assert_eq!(check(dir.path(), &second).unwrap(), "");
+    }
+
+    #[test]
+    fn a_foreign_file_is_never_overwritten_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = "[Unit]\nDescription=hand-written\n";
+        fs::write(dir.path().join("b.service"), foreign).unwrap();
+        let files = [unit("a.service", "x"), unit("b.service", "x")];
+        let err = write(dir.path(), &files).unwrap_err().to_string();
+        assert!(
+            err.contains("b.service: exists and was not written by unitgen; job `j`"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("b.service")).unwrap(),
+            foreign
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["b.service"], "nothing else was written");
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_render_are_cleaned_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [unit("a.service", "x")];
+        write(dir.path(), &files).unwrap();
+        let tmp = dir.path().join(format!("{TEMP_PREFIX}999.0"));
+        fs::write(&tmp, "half").unwrap();
+        let report = check(dir.path(), &files).unwrap();
+        assert!(report.contains("left by an interrupted render"), "{report}");
+        write(dir.path(), &files).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(check(dir.path(), &files).unwrap(), "");
+    }
+
+    #[test]
+    fn the_longest_unit_name_still_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.service", "x".repeat(247));
+        assert_eq!(name.len(), 255);
+        write(dir.path(), &[unit(&name, "long")]).unwrap();
+        assert!(dir.path().join(&name).exists());
     }
 }

@@ -261,6 +261,10 @@ pub struct EbsSnapshotStep {
     pub retention: Option<RetentionPolicy>,
     /// EC2 endpoint override (testing against a local server).
     pub endpoint: Option<Str>,
+    /// How long one EC2 request may take, e.g. `60s` (the default). A
+    /// CreateSnapshot whose answer does not come in time is looked up by
+    /// this run's tag before it is ever sent again.
+    pub request_timeout: Option<Str>,
 }
 
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.

@@ -257,6 +257,7 @@ impl Walk for EbsSnapshotStep {
             wait,
             retention: _,
             endpoint,
+            request_timeout,
         } = self;
         volume_id.walk(refs);
         region.walk(refs);
@@ -266,6 +267,7 @@ impl Walk for EbsSnapshotStep {
         tags.walk(refs);
         wait.walk(refs);
         endpoint.walk(refs);
+        request_timeout.walk(refs);
     }
 }
 

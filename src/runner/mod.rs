@@ -168,6 +168,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                     &job.region,
                     job.endpoint.as_deref(),
                     secrets.aws(&job.credentials),
+                    job.request_limit(),
                 )
                 .await;
                 let options = ebs::Options {

@@ -277,7 +277,8 @@ impl Cx<'_> {
 
         let description = match &job.description {
             Some(d) => self.str(d, &path.key("description")),
-            None => Some(format!("unitgen backup job {name}")),
+            // A name that is not a unit name was reported above.
+            None => base.as_ref().map(|_| format!("unitgen backup job {name}")),
         };
         let description = description.and_then(|d| self.unit_value(&d, &path.key("description")));
         let timer = self.timer(job, defaults, path);

@@ -159,6 +159,7 @@ impl Cx<'_> {
             wait: self.opt_text(s.wait.as_ref(), &p.key("wait")),
             retention: s.retention.clone(),
             endpoint: self.opt_text(s.endpoint.as_ref(), &p.key("endpoint")),
+            request_timeout: self.opt_text(s.request_timeout.as_ref(), &p.key("request_timeout")),
         }
     }
 

@@ -83,13 +83,35 @@ pub trait Ec2Api {
 pub struct ApiError {
     pub code: Option<String>,
     pub message: String,
+    /// No answer came (a timeout, a dropped connection, a server error):
+    /// the request may have been carried out all the same.
+    pub unanswered: bool,
 }
 
 impl ApiError {
+    /// EC2 answered with an error code.
     pub fn new(code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             code: Some(code.to_owned()),
             message: message.into(),
+            unanswered: false,
+        }
+    }
+
+    /// No usable answer: `message` says what happened.
+    pub fn other(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: None,
+            message: message.into(),
+            unanswered: false,
+        }
+    }
+
+    /// The request went out and no answer came back.
+    pub fn unanswered(message: impl Into<String>) -> ApiError {
+        ApiError {
+            unanswered: true,
+            ..ApiError::other(message)
         }
     }
 

@@ -21,7 +21,12 @@ pub struct AwsEc2 {
 /// An EC2 client for `region`; `endpoint` overrides the URL (moto in the
 /// tests); `credentials` `None` means the default chain (environment,
 /// instance profile, ...).
-pub async fn aws_ec2(region: &str, endpoint: Option<&str>, credentials: Option<AwsKeys>) -> AwsEc2 {
+pub async fn aws_ec2(
+    region: &str,
+    endpoint: Option<&str>,
+    credentials: Option<AwsKeys>,
+    request_timeout: Duration,
+) -> AwsEc2 {
     use aws_config::timeout::TimeoutConfig;
     use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -32,10 +37,13 @@ pub async fn aws_ec2(region: &str, endpoint: Option<&str>, credentials: Option<A
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
+    // The step's `request_timeout` bounds each attempt; the SDK's standard
+    // retries (3 attempts) bound the whole call. CreateSnapshot is never
+    // retried by the SDK (see `create_snapshot`).
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(60))
-        .operation_timeout(Duration::from_secs(180))
+        .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+        .operation_attempt_timeout(request_timeout)
+        .operation_timeout(request_timeout * 3)
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
@@ -72,32 +80,26 @@ where
 {
     use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
     match &err {
-        SdkError::ServiceError(service) => match err.code() {
-            Some(code) => ApiError {
-                code: Some(code.to_owned()),
-                message: err.message().unwrap_or("(no message)").to_owned(),
-            },
-            None => ApiError {
-                code: None,
-                message: format!(
-                    "HTTP {} from {target}: {}",
-                    service.raw().status().as_u16(),
-                    chain(&err)
-                ),
-            },
-        },
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => ApiError {
-            code: None,
-            message: format!("cannot reach {target}: {}", chain(&err)),
-        },
-        SdkError::TimeoutError(_) => ApiError {
-            code: None,
-            message: format!("no answer in time from {target}: {}", chain(&err)),
-        },
-        _ => ApiError {
-            code: None,
-            message: chain(&err),
-        },
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let mut e = match err.code() {
+                Some(code) => ApiError::new(code, err.message().unwrap_or("(no message)")),
+                None => ApiError::other(format!("HTTP {status} from {target}: {}", chain(&err))),
+            };
+            // A server error says nothing about whether the work was done.
+            e.unanswered = status >= 500;
+            e
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            ApiError::unanswered(format!("cannot reach {target}: {}", chain(&err)))
+        }
+        SdkError::TimeoutError(_) => ApiError::unanswered(format!(
+            "no answer within the step's `request_timeout` from {target}"
+        )),
+        SdkError::ResponseError(_) => {
+            ApiError::unanswered(format!("unreadable answer from {target}: {}", chain(&err)))
+        }
+        _ => ApiError::other(chain(&err)),
     }
 }
 
@@ -144,21 +146,25 @@ impl Ec2Api for AwsEc2 {
                     .collect(),
             ))
             .build();
+        // CreateSnapshot takes no idempotency token: a retry after a lost
+        // answer would make a second snapshot. The step looks the first up
+        // by its run tag instead (`ebs::create`), so the SDK must not retry.
+        let no_retries = aws_sdk_ec2::config::Builder::default()
+            .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled());
         let out = self
             .client
             .create_snapshot()
             .volume_id(volume_id)
             .description(description)
             .tag_specifications(spec)
+            .customize()
+            .config_override(no_retries)
             .send()
             .await
             .map_err(|e| sdk_error(e, &self.target))?;
         let snapshot = snapshot_from!(&out);
         if snapshot.id.is_empty() {
-            return Err(ApiError {
-                code: None,
-                message: "EC2 returned no snapshot id".into(),
-            });
+            return Err(ApiError::other("EC2 returned no snapshot id"));
         }
         Ok(snapshot)
     }

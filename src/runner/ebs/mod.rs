@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::contract::SnapshotJob;
-pub use crate::contract::ebs::{MANAGED_BY, TAG_JOB, TAG_MANAGED_BY, TAG_VOLUME, ownership_tags};
+pub use crate::contract::ebs::{
+    MANAGED_BY, TAG_JOB, TAG_MANAGED_BY, TAG_RUN, TAG_VOLUME, ownership_tags,
+};
 use crate::contract::retention::RetentionPolicy;
 use crate::runner::log;
 use crate::runner::retention::{self, Action, Candidate, Decision, SnapshotState};
@@ -80,6 +82,13 @@ pub struct Options {
     pub dry_run: bool,
     /// How often to ask EC2 about a pending snapshot.
     pub poll_interval: Duration,
+    /// This run's id, tagged on its snapshot ([`TAG_RUN`]).
+    pub run_id: String,
+    /// After a CreateSnapshot without an answer: when to look for this
+    /// run's snapshot (EC2's listings lag), before sending it again.
+    pub lookup_delays: Vec<Duration>,
+    /// How many CreateSnapshot requests one run may send at most.
+    pub create_attempts: u32,
 }
 
 impl Default for Options {
@@ -87,8 +96,20 @@ impl Default for Options {
         Options {
             dry_run: false,
             poll_interval: Duration::from_secs(15),
+            run_id: new_run_id(),
+            lookup_delays: [0, 2, 5, 10].map(Duration::from_secs).to_vec(),
+            create_attempts: 3,
         }
     }
+}
+
+/// A run id: the time and the process, unique on one machine and, with
+/// the job and volume tags beside it, across a cluster.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,9 +167,12 @@ pub async fn run<A: Ec2Api>(
     let plan = plan(job)?;
     let volume = job.volume_id.as_str();
     let description = format!("unitgen: {job_name} {volume}");
-    // Ours last, so they win (the renderer already refuses `unitgen:` keys).
+    // Ours last, so they win (the contract refuses `unitgen:` keys).
     let mut tags = job.tags.clone();
     tags.extend(ownership_tags(job_name, volume));
+    let mut this_run = ownership_tags(job_name, volume);
+    this_run.insert(TAG_RUN.to_owned(), opts.run_id.clone());
+    tags.insert(TAG_RUN.to_owned(), opts.run_id.clone());
 
     if opts.dry_run {
         log::info(format_args!(
@@ -166,18 +190,16 @@ pub async fn run<A: Ec2Api>(
         });
     }
 
-    let created = api
-        .create_snapshot(volume, &description, &tags)
-        .await
-        .map_err(|error| EbsError::Api {
-            what: format!("CreateSnapshot of {volume}"),
-            error,
-        })?;
+    let (created, unanswered) = create(api, volume, &description, &tags, &this_run, opts).await?;
     log::info(format_args!(
         "created snapshot {} of {volume} ({})",
         created.id,
         describe_state(&created)
     ));
+    // Only a request that got no answer can have left a second snapshot.
+    if unanswered {
+        remove_duplicates(api, volume, &this_run, &created.id).await?;
+    }
     let Some(limit) = plan.wait else {
         log::info(format_args!(
             "not waiting for {} to complete (no `wait`)",
@@ -197,6 +219,10 @@ pub async fn run<A: Ec2Api>(
             return Err(e);
         }
     };
+    // Listings lag: a duplicate invisible right after creating may show now.
+    if unanswered {
+        remove_duplicates(api, volume, &this_run, &done.id).await?;
+    }
     let Some(policy) = plan.retention else {
         return Ok(Outcome {
             created: Some(done.id),
@@ -209,6 +235,128 @@ pub async fn run<A: Ec2Api>(
         decisions,
         deleted,
     })
+}
+
+/// CreateSnapshot, never blindly repeated: it takes no idempotency token,
+/// so after a request that got no answer (which EC2 may have carried out)
+/// this run's snapshot is looked up by its run tag, a few times since
+/// listings lag, and only if it is not there is the request sent again.
+/// Returns the snapshot and whether a request went unanswered.
+async fn create<A: Ec2Api>(
+    api: &A,
+    volume: &str,
+    description: &str,
+    tags: &BTreeMap<String, String>,
+    this_run: &BTreeMap<String, String>,
+    opts: &Options,
+) -> Result<(Snapshot, bool), EbsError> {
+    let what = || format!("CreateSnapshot of {volume}");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match api.create_snapshot(volume, description, tags).await {
+            Ok(created) => return Ok((created, attempt > 1)),
+            Err(error) if error.unanswered => error,
+            Err(error) => {
+                return Err(EbsError::Api {
+                    what: what(),
+                    error,
+                });
+            }
+        };
+        log::warn(format_args!(
+            "{} got no answer ({error}); looking for this run's snapshot before sending it again",
+            what()
+        ));
+        for delay in &opts.lookup_delays {
+            tokio::time::sleep(*delay).await;
+            match run_snapshots(api, this_run).await {
+                Ok(found) if !found.is_empty() => {
+                    let first = oldest(found);
+                    log::info(format_args!(
+                        "{} was carried out: found {} by its run tag",
+                        what(),
+                        first.id
+                    ));
+                    return Ok((first, true));
+                }
+                Ok(_) => {}
+                // Without a lookup, sending it again could make a second
+                // snapshot: stop here instead.
+                Err(e) => {
+                    log::warn(format_args!("looking for this run's snapshot failed: {e}"));
+                    return Err(EbsError::Api {
+                        what: what(),
+                        error,
+                    });
+                }
+            }
+        }
+        if attempt >= opts.create_attempts {
+            return Err(EbsError::Api {
+                what: what(),
+                error,
+            });
+        }
+    }
+}
+
+/// Snapshots carrying this run's tags.
+async fn run_snapshots<A: Ec2Api>(
+    api: &A,
+    this_run: &BTreeMap<String, String>,
+) -> Result<Vec<Snapshot>, ApiError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = api.list_snapshots(this_run, token.as_deref()).await?;
+        out.extend(page.snapshots.into_iter().filter(|s| owned(s, this_run)));
+        match page.next_token.filter(|t| !t.is_empty()) {
+            Some(next) if token.as_ref() != Some(&next) => token = Some(next),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The first of a run's snapshots: the one created first, by start time
+/// and then id, so two lookups agree.
+fn oldest(mut found: Vec<Snapshot>) -> Snapshot {
+    found.sort_by(|a, b| {
+        a.start_time
+            .cmp(&b.start_time)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    found.remove(0)
+}
+
+/// A run leaves one snapshot: any other carrying its run tag (a request
+/// delivered twice) is deleted, so retention never counts one restore
+/// point twice.
+async fn remove_duplicates<A: Ec2Api>(
+    api: &A,
+    volume: &str,
+    this_run: &BTreeMap<String, String>,
+    keep: &str,
+) -> Result<(), EbsError> {
+    let found = run_snapshots(api, this_run)
+        .await
+        .map_err(|error| EbsError::Api {
+            what: format!("DescribeSnapshots of this run's snapshots of {volume}"),
+            error,
+        })?;
+    for extra in found.iter().filter(|s| s.id != keep) {
+        log::warn(format_args!(
+            "deleting {}: a second snapshot of {volume} from this run (a request delivered twice)",
+            extra.id
+        ));
+        api.delete_snapshot(&extra.id)
+            .await
+            .map_err(|error| EbsError::Api {
+                what: format!("DeleteSnapshot of the duplicate {}", extra.id),
+                error,
+            })?;
+    }
+    Ok(())
 }
 
 fn show_tags(tags: &BTreeMap<String, String>) -> String {
@@ -351,10 +499,7 @@ async fn prune<A: Ec2Api>(
             Some(next) if token.as_ref() == Some(&next) => {
                 return Err(EbsError::Api {
                     what: format!("DescribeSnapshots of job {job_name}'s snapshots of {volume}"),
-                    error: ApiError {
-                        code: None,
-                        message: "EC2 returned the same NextToken twice".into(),
-                    },
+                    error: ApiError::other("EC2 returned the same NextToken twice"),
                 });
             }
             Some(next) => token = Some(next),
@@ -489,6 +634,11 @@ mod tests {
         stuck_token: Option<String>,
         delete_errors: BTreeMap<String, ApiError>,
         create_error: Option<ApiError>,
+        /// CreateSnapshot does the work but its answer is lost this many
+        /// times (a timeout after EC2 acted).
+        lost_answers: u32,
+        /// This many listings leave out what was created (a lagging index).
+        lagging_lists: u32,
     }
 
     struct Stored {
@@ -588,6 +738,8 @@ mod tests {
             if let Some(e) = st.create_error.clone() {
                 return Err(e);
             }
+            let lost = st.lost_answers > 0;
+            st.lost_answers = st.lost_answers.saturating_sub(1);
             st.created += 1;
             let id = format!("snap-new-{}", st.created);
             let done = st.pending_polls == 0 && !st.ends_in_error;
@@ -612,6 +764,11 @@ mod tests {
                 created_here: true,
             };
             st.snapshots.insert(id, stored);
+            if lost {
+                return Err(ApiError::unanswered(
+                    "no answer within the step's `request_timeout`",
+                ));
+            }
             Ok(snapshot)
         }
 
@@ -651,10 +808,12 @@ mod tests {
         ) -> Result<Page, ApiError> {
             let mut st = self.state();
             st.calls.push(format!("list {}", next_token.unwrap_or("-")));
+            let lagging = st.lagging_lists > 0;
+            st.lagging_lists = st.lagging_lists.saturating_sub(1);
             let matching: Vec<Snapshot> = st
                 .snapshots
                 .values()
-                .filter(|s| !(st.list_hides_created && s.created_here))
+                .filter(|s| !((st.list_hides_created || lagging) && s.created_here))
                 .filter(|s| st.ignore_filter || owned(&s.snapshot, tags))
                 .map(|s| s.snapshot.clone())
                 .collect();
@@ -699,6 +858,7 @@ mod tests {
             wait: wait.map(str::to_owned),
             retention,
             endpoint: None,
+            request_timeout: None,
         }
     }
 
@@ -713,6 +873,9 @@ mod tests {
         Options {
             dry_run: false,
             poll_interval: Duration::from_millis(2),
+            run_id: "run-1".into(),
+            lookup_delays: vec![Duration::ZERO, Duration::from_millis(1)],
+            create_attempts: 3,
         }
     }
 
@@ -759,7 +922,7 @@ mod tests {
         assert_eq!(
             show_tags(tags),
             format!(
-                "app=bitcoind, unitgen:job={JOB}, unitgen:managed-by=unitgen, unitgen:volume={VOL}"
+                "app=bitcoind, unitgen:job={JOB}, unitgen:managed-by=unitgen, unitgen:run=run-1, unitgen:volume={VOL}"
             )
         );
     }
@@ -1081,6 +1244,60 @@ mod tests {
         );
         assert_eq!(fake.count("list"), 2);
         assert_eq!(fake.count("delete"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_looked_up_and_never_sent_blindly_again() {
+        // EC2 made the snapshot but the answer never came: one snapshot.
+        let fake = Fake::with(|s| s.lost_answers = 1);
+        let out = run(&fake, JOB, &job(Some("1min"), keep_last(3)), &fast())
+            .await
+            .unwrap();
+        assert_eq!(out.created.as_deref(), Some("snap-new-1"));
+        assert_eq!(fake.count("create "), 1, "{:?}", fake.calls());
+        assert_eq!(fake.ids(), ["snap-new-1"]);
+        let tags = fake.state().snapshots["snap-new-1"].snapshot.tags.clone();
+        assert_eq!(tags.get(TAG_RUN).map(String::as_str), Some("run-1"));
+    }
+
+    #[tokio::test]
+    async fn a_second_snapshot_of_one_run_is_removed_and_never_counted() {
+        // The first answer is lost and the listing lags through every
+        // lookup, so the request is sent again; once the listing catches
+        // up, the run's first snapshot shows as a duplicate.
+        let fake = Fake::with(|s| {
+            s.lost_answers = 1;
+            s.lagging_lists = 2;
+            s.add_ours(4);
+        });
+        let out = run(&fake, JOB, &job(Some("1min"), keep_last(3)), &fast())
+            .await
+            .unwrap();
+        assert_eq!(fake.count("create "), 2, "{:?}", fake.calls());
+        assert_eq!(out.created.as_deref(), Some("snap-new-2"));
+        assert!(fake.calls().contains(&"delete snap-new-1".to_owned()));
+        let ids = fake.ids();
+        assert!(!ids.contains(&"snap-new-1".to_owned()), "{ids:?}");
+        // keep_last 3 counts real restore points: the new one and two old.
+        assert_eq!(kept_ids(&out), ["snap-new-2", "snap-old-01", "snap-old-02"]);
+    }
+
+    #[tokio::test]
+    async fn requests_that_never_get_an_answer_fail_after_the_attempts() {
+        let fake = Fake::with(|s| {
+            s.lost_answers = 10;
+            s.lagging_lists = 100;
+        });
+        let err = run(&fake, JOB, &job(Some("1min"), None), &fast())
+            .await
+            .unwrap_err();
+        assert_eq!(fake.count("create "), 3);
+        assert!(!err.is_config());
+        assert!(
+            err.to_string()
+                .starts_with("CreateSnapshot of vol-0123abcd failed: no answer"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
