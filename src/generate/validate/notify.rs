@@ -209,25 +209,24 @@ impl Cx<'_> {
         if self.problems.len() > before {
             return None;
         }
-        let (mut container, _) = container?;
-        if !reads_etcd {
-            // The job's volumes are there for the runner's etcd files
-            // (TLS, password file); a notifier that reads no secret needs
-            // none of the job's data.
-            container.volumes.clear();
-        }
+        let (container, _) = container?;
         let Some(notifiers) = notifiers.into_known() else {
             self.unknown = true;
             return None;
         };
         let service = service?;
-        let etcd_args = reads_etcd.then(|| etcd.etcd.clone());
-        let invocation = |event| NotifyInvocation {
-            event,
-            job: name.to_owned(),
-            unit: service.as_str().to_owned(),
-            etcd: etcd_args.clone(),
-            notifiers: notifiers.for_event(event),
+        // Each event's command reads etcd only when its own notifiers have
+        // a secret (a healthchecks ping needs none when its URL is in the
+        // unit, even if the failure mail has a password).
+        let invocation = |event| {
+            let notifiers = notifiers.for_event(event);
+            NotifyInvocation {
+                event,
+                job: name.to_owned(),
+                unit: service.as_str().to_owned(),
+                etcd: (!notifiers.secrets().is_empty()).then(|| etcd.etcd.clone()),
+                notifiers,
+            }
         };
         let mut out = Notify {
             unit: None,
@@ -603,8 +602,13 @@ impl Cx<'_> {
         if let Some(net) = &c.network {
             run.group([ExecWord::literal("--network"), net.clone()]);
         }
-        for volume in &c.volumes {
-            run.group([ExecWord::literal("--volume"), volume.clone()]);
+        // The job's volumes are there for the runner's etcd files (TLS, a
+        // password file); a notifier that reads no secret gets none of the
+        // job's data.
+        if invocation.etcd.is_some() {
+            for volume in &c.volumes {
+                run.group([ExecWord::literal("--volume"), volume.clone()]);
+            }
         }
         // `--env NAME` without a value: docker copies the variable from its
         // own environment (systemd's), or leaves it unset; the value never
