@@ -480,3 +480,75 @@ fn two_jobs_never_share_a_container_name() {
         "error: unitgen.yaml:7:3: jobs.a@b: container name `a_b` is also used by job `a:b`; set `container.name` on one of them\n",
     );
 }
+
+#[test]
+fn bad_notify_settings_name_their_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { mail: [me@me.biz] }\n",
+        "error: unitgen.yaml:6:5: jobs.backup.notify: the notifier runs unitgen-runner in a container: set `defaults.image` (or `container.image`) to an image that holds it\n\
+         error: unitgen.yaml:6:15: jobs.backup.notify.mail: no SMTP server: set `smtp: smtp://HOST[:PORT]` here or in `defaults.notify.mail`\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [\"me at me.biz\", ok@example.com], smtp: \"smtps://mail.example.com\" }\n      webhook: ftp://hooks.example.com/x\n      healthchecks: \"https://hc-ping.com/x?create=1\"\n",
+        "error: unitgen.yaml:9:20: jobs.backup.notify.mail.to[0]: `me at me.biz` is not a mail address such as `ops@example.com`\n\
+         error: unitgen.yaml:10:16: jobs.backup.notify.webhook: `ftp://hooks.example.com/x` is not an http:// or https:// URL\n\
+         error: unitgen.yaml:11:21: jobs.backup.notify.healthchecks: `https://hc-ping.com/x?create=1` has a query; a ping URL gets `/start` or `/fail` appended, so give it without one\n",
+    );
+    // A password never crosses the network in clear text, and never sits
+    // in the spec.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: hunter2 }\n",
+        "error: unitgen.yaml:9:76: jobs.backup.notify.mail.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\netcd: { endpoints: [\"http://172.17.0.1:2379\"] }\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: { etcd: /smtp/pw } }\n",
+        "error: unitgen.yaml:10:76: jobs.backup.notify.mail.password: needs etcd key `/smtp/pw`, but there is no etcd to read it from; set `etcd.endpoints` in the spec (or --etcd-endpoints), or pass `--values FILE` (a YAML map of etcd key to value)\n",
+    );
+    // Inside the notifier's container the loopback is the container.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { webhook: \"http://127.0.0.1:8080/hook\" }\n",
+        "error: unitgen.yaml:8:24: jobs.backup.notify.webhook: `http://127.0.0.1:8080/hook` is the loopback, which inside the notifier's container is the container itself; use an address the container can reach (the docker0 address, e.g. 172.17.0.1), or `notify.network: host`\n",
+    );
+    // The notify unit's name is the job's: no second `@`, no job taking it.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  wallet@hot:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { webhook: \"http://10.0.0.1/x\" }\n  unitgen-notify@x:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:8:5: jobs.wallet@hot.notify: mail and webhook notification need a job name without `@`: the job's notify unit `unitgen-notify@wallet@hot.service` would have a second one; rename the job, e.g. `wallet-hot`\n\
+         error: unitgen.yaml:9:3: jobs.unitgen-notify@x: job names starting with `unitgen-notify@` are reserved for the notify units of other jobs; rename the job\n",
+    );
+}
+
+#[test]
+fn render_prints_each_service_then_its_timer_then_its_notify_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\n  notify: { webhook: \"http://10.0.0.1/x\" }\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/true]\n  b:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render", "--print0"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "units/a.service\0units/a.timer\0units/unitgen-notify@a.service\0\
+         units/b.service\0units/b.timer\0units/unitgen-notify@b.service\0"
+    );
+    let manifest = std::fs::read_to_string(tmp.path().join("units/.unitgen-manifest")).unwrap();
+    assert!(
+        manifest.contains("\nunitgen-notify@a.service\n"),
+        "{manifest}"
+    );
+    // Dropping notify removes the notify units unitgen wrote.
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/true]\n  b:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!tmp.path().join("units/unitgen-notify@a.service").exists());
+}
