@@ -502,13 +502,20 @@ fn bad_notify_settings_name_their_key() {
     assert_fails(
         tmp.path(),
         "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: hunter2 }\n",
-        "error: unitgen.yaml:9:76: jobs.backup.notify.mail.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`\n",
+        "error: unitgen.yaml:9:78: jobs.backup.notify.mail.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`\n",
     );
-    assert_fails(
+    spec_in(
         tmp.path(),
-        "version: 1\netcd: { endpoints: [\"http://172.17.0.1:2379\"] }\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: { etcd: /smtp/pw } }\n",
-        "error: unitgen.yaml:10:76: jobs.backup.notify.mail.password: needs etcd key `/smtp/pw`, but there is no etcd to read it from; set `etcd.endpoints` in the spec (or --etcd-endpoints), or pass `--values FILE` (a YAML map of etcd key to value)\n",
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: { etcd: /smtp/pw } }\n",
     );
+    write(&tmp.path().join("values.yaml"), "/smtp/pw: null\n");
+    let r = in_dir(tmp.path(), &["validate", "--values", "values.yaml"]);
+    assert_eq!(
+        r.stderr,
+        "error: unitgen.yaml:8:5: jobs.backup.notify: the notifier reads secrets from etcd at run time, but `etcd.endpoints` is empty\n\
+         error: unitgen.yaml:9:78: jobs.backup.notify.mail.password: the password would cross the network in clear text; use `smtps://` or `starttls: true`\n"
+    );
+    assert_eq!(r.status, 2);
     // Inside the notifier's container the loopback is the container.
     assert_fails(
         tmp.path(),
