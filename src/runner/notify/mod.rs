@@ -371,7 +371,7 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     match runtime.block_on(run(&args, event, &input)) {
-        Ok(failed) if failed == 0 => 0,
+        Ok(0) => 0,
         Ok(_) => EXIT_NOT_DELIVERED,
         Err(Refused::Config(m)) => {
             log::error(prefix(m));
