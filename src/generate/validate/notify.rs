@@ -420,12 +420,10 @@ impl Cx<'_> {
             None => Some(DEFAULT_RUNNER.to_owned()),
         };
         let runner = runner.and_then(|r| self.executable(&r, &rp));
+        // A host `command` job has no `container` (validation refuses both):
+        // its notifier gets `defaults.image` and `defaults.pull` only.
         let spec = job.container.as_ref();
-        let cpath = if job.command.is_some() {
-            KeyPath::root().key("defaults")
-        } else {
-            own_path.parent().unwrap_or_default().key("container")
-        };
+        let cpath = own_path.parent().unwrap_or_default().key("container");
         let (image, image_path) = match spec.and_then(|c| c.image.as_ref()) {
             Some(i) => (Some(i), cpath.key("image")),
             None => (

@@ -341,7 +341,15 @@ enum Refused {
 
 /// Entry point of `unitgen-runner notify ...`; `argv` starts with `notify`.
 pub fn main(argv: Vec<std::ffi::OsString>) -> i32 {
-    let args = Args::parse_from(argv);
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    // Usage lines say `unitgen-runner notify`, not argv's `notify`.
+    let matches = Args::command()
+        .bin_name("unitgen-runner notify")
+        .get_matches_from(argv);
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let job = args.job.clone();
     let prefix = |m: String| format!("{job}: notify: {m}");
     let event = match Event::parse(&args.event) {
