@@ -129,6 +129,7 @@ fn mail_over_starttls_logs_in_with_the_password_from_etcd() {
     let smtpd = Smtpd::start_with(Options {
         tls: Some((certs.server_cert(), certs.server_key())),
         auth: Some(("notify".into(), CANARY.into())),
+        ..Options::default()
     });
     let etcd = Etcd::start();
     etcd.put("/smtp/password", CANARY);
@@ -388,4 +389,28 @@ fn a_misconfigured_notifier_is_exit_2_and_sends_nothing() {
         out.stderr,
         "error: rsync-backups: notify: nothing to send for `--event start`\n"
     );
+}
+
+#[test]
+fn mail_over_smtps_speaks_tls_from_the_first_byte() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = common::etcd::make_certs(certs_dir.path());
+    let smtpd = Smtpd::start_with(Options {
+        smtps: Some((certs.server_cert(), certs.server_key())),
+        ..Options::default()
+    });
+    let json = format!(
+        r#"{{"mail":{{"to":["me@me.biz"],"smtp":"smtps://127.0.0.1:{}"}}}}"#,
+        smtpd.port
+    );
+    let ca = certs.ca();
+    let out = notify(
+        &base("failure", &json),
+        FAILED_RSYNC,
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let got = smtpd.wait_for(1, WAIT);
+    assert_eq!(got[0].rcpt_tos, ["me@me.biz"]);
+    assert_eq!(smtpd.received().len(), 1);
 }

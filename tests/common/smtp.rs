@@ -41,6 +41,8 @@ impl Received {
 pub struct Options {
     /// STARTTLS required, with this certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// TLS from the first byte (`smtps://`), with this certificate and key.
+    pub smtps: Option<(PathBuf, PathBuf)>,
     /// AUTH required: user and password.
     pub auth: Option<(String, String)>,
 }
@@ -79,6 +81,9 @@ impl Smtpd {
             .arg(port.to_string());
         if let Some((cert, key)) = &options.tls {
             cmd.arg("--tls").arg(cert).arg(key);
+        }
+        if let Some((cert, key)) = &options.smtps {
+            cmd.arg("--smtps").arg(cert).arg(key);
         }
         if let Some((user, password)) = &options.auth {
             cmd.args(["--auth", user, password]);

@@ -3,10 +3,11 @@ HOST:PORT, appends each message it accepts to OUT as one JSON line
 ({"mail_from", "rcpt_tos", "data", "login"}), prints `ready` once it
 accepts connections, and stops when its stdin closes.
 
-  python3 smtpd.py OUT HOST PORT [--tls CERT KEY] [--auth USER PASSWORD]
+  python3 smtpd.py OUT HOST PORT [--tls CERT KEY | --smtps CERT KEY] [--auth USER PASSWORD]
 
-With --tls it offers STARTTLS and requires it before MAIL; with --auth it
-offers AUTH (only after STARTTLS, aiosmtpd's default) and requires a login.
+With --tls it offers STARTTLS and requires it before MAIL; with --smtps it
+speaks TLS from the first byte; with --auth it offers AUTH (only over TLS,
+aiosmtpd's default) and requires a login.
 """
 import json
 import ssl
@@ -17,10 +18,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 out, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rest = sys.argv[4:]
-tls = auth = None
+tls = smtps = auth = None
 while rest:
     if rest[0] == "--tls":
         tls, rest = (rest[1], rest[2]), rest[3:]
+    elif rest[0] == "--smtps":
+        smtps, rest = (rest[1], rest[2]), rest[3:]
     elif rest[0] == "--auth":
         auth, rest = (rest[1], rest[2]), rest[3:]
     else:
@@ -55,6 +58,10 @@ if tls:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*tls)
     kwargs.update(tls_context=context, require_starttls=True)
+if smtps:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*smtps)
+    kwargs.update(ssl_context=context)
 if auth:
     kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
 controller = Controller(Handler(), hostname=host, port=port, **kwargs)
