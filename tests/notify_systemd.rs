@@ -46,6 +46,16 @@ fn a_failed_job_is_reported_by_its_notify_unit_and_keeps_its_own_result() {
     let image = ScratchImage::build(&[(env!("CARGO_BIN_EXE_unitgen-runner"), "/unitgen-runner")]);
     let smtpd = Smtpd::start();
     let http = Recorder::start();
+    // A "bitcoind" that accepts and never answers: the third job's run
+    // outlasts its `timeout` and systemd kills it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
     // Closed ports: the runner's step and the second job's notifiers.
     let closed = common::free_port();
     let spec = format!(
@@ -72,6 +82,14 @@ jobs:
     notify:
       mail: {{ to: [me@me.biz], smtp: "smtp://127.0.0.1:{closed}" }}
       healthchecks: "http://127.0.0.1:{closed}/ping/nobody"
+  hanging-backup:
+    schedule: daily
+    timeout: 3s
+    container: {{ network: host }}
+    steps:
+      - rpc: {{ url: "http://127.0.0.1:{silent_port}/", method: backupwallet, timeout: 10min }}
+    notify:
+      mail: {{ to: [me@me.biz], smtp: "{smtp}" }}
 "#,
         image = image.tag,
         smtp = smtpd.url(),
@@ -87,8 +105,11 @@ jobs:
             "failing-backup.timer",
             "failing-unheard.service",
             "failing-unheard.timer",
+            "hanging-backup.service",
+            "hanging-backup.timer",
             "unitgen-notify@failing-backup.service",
             "unitgen-notify@failing-unheard.service",
+            "unitgen-notify@hanging-backup.service",
         ]
     );
 
@@ -209,4 +230,34 @@ jobs:
         host.journal_text(&["-u", "failing-unheard.service"])
     );
     assert_eq!(smtpd.received().len(), 1, "nothing else was mailed");
+
+    // A run killed for taking too long is a failure too: `OnFailure=`
+    // fires after the timeout, when a notifier inside the job's own
+    // container would have been killed with it.
+    // The runner is PID 1 in its container, where SIGTERM has no default
+    // action, so systemd's stop after the timeout waits TimeoutStopSec=
+    // (90 s) before it kills; this host waits 5 s.
+    host.write_file(
+        "/etc/systemd/system/hanging-backup.service.d/stop.conf",
+        "[Service]\nTimeoutStopSec=5s\n",
+    );
+    host.systemctl(&["daemon-reload"]);
+    let out = host.exec(&["systemctl", "start", "hanging-backup.service"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        host.wait_finished("hanging-backup.service", WAIT),
+        "timeout"
+    );
+    let hanging = "unitgen-notify@hanging-backup.service";
+    assert_eq!(host.wait_finished(hanging, WAIT), "success");
+    let mail = smtpd.wait_for(2, WAIT);
+    assert_eq!(
+        mail[1].header("Subject").as_deref(),
+        Some(format!("unitgen: hanging-backup failed on {hostname}").as_str())
+    );
+    assert!(
+        mail[1].body().contains("Result: timeout"),
+        "{}",
+        mail[1].body()
+    );
 }
