@@ -307,9 +307,10 @@ impl Report {
 }
 
 /// A header value: control characters (CR and LF above all) become `?`, so
-/// a value can never end its header or start another; cut to 200 chars.
+/// a value can never end its header or start another; cut well below the
+/// 998 bytes a line may have (RFC 5322 2.1.1), as nothing here folds lines.
 fn header_text(value: &str) -> String {
-    cut(value, 200)
+    cut(value, 900)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
