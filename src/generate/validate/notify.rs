@@ -124,7 +124,8 @@ struct Container {
     image: ExecWord,
     pull: Option<crate::generate::spec::PullPolicy>,
     network: Option<ExecWord>,
-    volumes: Vec<ExecWord>,
+    /// The job's volumes: the container path, and the whole `--volume` word.
+    volumes: Vec<(String, ExecWord)>,
     runner: ExecWord,
 }
 
@@ -485,7 +486,8 @@ impl Cx<'_> {
                 self.err(&p, e);
                 return None;
             }
-            volumes.push(self.word(&text, &p)?);
+            let inside = text.split(':').nth(1).unwrap_or_default().to_owned();
+            volumes.push((inside, self.word(&text, &p)?));
         }
         let network_name = network_name?;
         let network = match &network_name {
@@ -600,12 +602,26 @@ impl Cx<'_> {
         if let Some(net) = &c.network {
             run.group([ExecWord::literal("--network"), net.clone()]);
         }
-        // The job's volumes are there for the runner's etcd files (TLS, a
-        // password file); a notifier that reads no secret gets none of the
-        // job's data.
-        if invocation.etcd.is_some() {
-            for volume in &c.volumes {
-                run.group([ExecWord::literal("--volume"), volume.clone()]);
+        // Of the job's volumes, only those holding the runner's etcd files
+        // (TLS, a password file): the notifier never sees the job's data.
+        if let Some(etcd) = &invocation.etcd {
+            let files: Vec<&String> = [
+                &etcd.ca_file,
+                &etcd.cert_file,
+                &etcd.key_file,
+                &etcd.password_file,
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            for (inside, volume) in &c.volumes {
+                let holds = |f: &&String| {
+                    f.strip_prefix(inside.trim_end_matches('/'))
+                        .is_some_and(|rest| rest.starts_with('/'))
+                };
+                if files.iter().any(holds) {
+                    run.group([ExecWord::literal("--volume"), volume.clone()]);
+                }
             }
         }
         // `--env NAME` without a value: docker copies the variable from its
