@@ -689,3 +689,82 @@ fn thousands_of_problems_are_all_reported_and_counted() {
     );
     assert_eq!(lines[2000], "error: 2000 problems in unitgen.yaml");
 }
+
+#[test]
+fn bad_notify_settings_name_their_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { mail: [me@me.biz] }\n",
+        "error: unitgen.yaml:6:5: jobs.backup.notify: the notifier runs unitgen-runner in a container: set `defaults.image` (or `container.image`) to an image that holds it\n\
+         error: unitgen.yaml:6:15: jobs.backup.notify.mail: no SMTP server: set `smtp: smtp://HOST[:PORT]` here or in `defaults.notify.mail`\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [\"me at me.biz\", ok@example.com], smtp: \"smtps://mail.example.com\" }\n      webhook: ftp://hooks.example.com/x\n      healthchecks: \"https://hc-ping.com/x?create=1\"\n",
+        "error: unitgen.yaml:9:20: jobs.backup.notify.mail.to[0]: `me at me.biz` is not a mail address such as `ops@example.com`\n\
+         error: unitgen.yaml:10:16: jobs.backup.notify.webhook: `ftp://hooks.example.com/x` is not an http:// or https:// URL\n\
+         error: unitgen.yaml:11:21: jobs.backup.notify.healthchecks: `https://hc-ping.com/x?create=1` has a query; a ping URL gets `/start` or `/fail` appended, so give it without one\n",
+    );
+    // A password never crosses the network in clear text, and never sits
+    // in the spec.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: hunter2 }\n",
+        "error: unitgen.yaml:9:78: jobs.backup.notify.mail.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`\n",
+    );
+    spec_in(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify:\n      mail: { to: [me@me.biz], smtp: \"smtp://172.17.0.1\", user: u, password: { etcd: /smtp/pw } }\n",
+    );
+    write(&tmp.path().join("values.yaml"), "/smtp/pw: null\n");
+    let r = in_dir(tmp.path(), &["validate", "--values", "values.yaml"]);
+    assert_eq!(
+        r.stderr,
+        "error: unitgen.yaml:8:5: jobs.backup.notify: the notifier reads secrets from etcd at run time, but `etcd.endpoints` is empty\n\
+         error: unitgen.yaml:9:78: jobs.backup.notify.mail.password: the password would cross the network in clear text; use `smtps://` or `starttls: true`\n"
+    );
+    assert_eq!(r.status, 2);
+    // Inside the notifier's container the loopback is the container.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  backup:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { webhook: \"http://127.0.0.1:8080/hook\" }\n",
+        "error: unitgen.yaml:8:24: jobs.backup.notify.webhook: `http://127.0.0.1:8080/hook` is the loopback, which inside the notifier's container is the container itself; use an address the container can reach (the docker0 address, e.g. 172.17.0.1), or `notify.network: host`\n",
+    );
+    // The notify unit's name is the job's: no second `@`, no job taking it.
+    assert_fails(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\njobs:\n  wallet@hot:\n    schedule: daily\n    command: [/usr/bin/true]\n    notify: { webhook: \"http://10.0.0.1/x\" }\n  unitgen-notify@x:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:8:5: jobs.wallet@hot.notify: mail and webhook notification need a job name without `@`: the job's notify unit `unitgen-notify@wallet@hot.service` would have a second one; rename the job, e.g. `wallet-hot`\n\
+         error: unitgen.yaml:9:3: jobs.unitgen-notify@x: job names starting with `unitgen-notify@` are reserved for the notify units of other jobs; rename the job\n",
+    );
+}
+
+#[test]
+fn render_prints_each_service_then_its_timer_then_its_notify_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1\ndefaults:\n  image: r.example.com/runner:1\n  notify: { webhook: \"http://10.0.0.1/x\" }\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/true]\n  b:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render", "--print0"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "units/a.service\0units/a.timer\0units/unitgen-notify@a.service\0\
+         units/b.service\0units/b.timer\0units/unitgen-notify@b.service\0"
+    );
+    let manifest = std::fs::read_to_string(tmp.path().join("units/.unitgen-manifest")).unwrap();
+    assert!(
+        manifest.contains("\nunitgen-notify@a.service\n"),
+        "{manifest}"
+    );
+    // Dropping notify removes the notify units unitgen wrote.
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/true]\n  b:\n    schedule: daily\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!tmp.path().join("units/unitgen-notify@a.service").exists());
+}

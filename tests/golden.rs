@@ -173,6 +173,19 @@ fn fleet_units_are_what_fleet_stores() {
                     "{name}: continuation lines in a fleet unit"
                 );
             }
+            // A notify unit must be on its job's machine: `OnFailure=`
+            // starts only units the failing unit's machine has.
+            if let Some(job) = rel
+                .to_str()
+                .and_then(|n| n.strip_prefix("unitgen-notify@"))
+                .and_then(|n| n.strip_suffix(".service"))
+            {
+                let global = text.contains("\nGlobal=true\n");
+                assert!(
+                    global || text.contains(&format!("\nMachineOf={job}.service\n")),
+                    "{name}: a fleet notify unit must run where its job runs"
+                );
+            }
             if rel.extension().is_some_and(|e| e == "timer") {
                 let service = rel.file_stem().unwrap().to_str().unwrap().to_owned() + ".service";
                 let global = text.contains("\nGlobal=true\n");

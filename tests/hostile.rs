@@ -414,3 +414,195 @@ fn hostile_job_names_are_rejected_or_become_exactly_that_unit() {
         "only `a@b` and `ok:name_1.2-3` are valid unit names here"
     );
 }
+
+/// A notify field: which unit carries it, and how to read it back.
+struct NotifyField {
+    name: &'static str,
+    path: &'static str,
+    job: &'static str,
+    wrap: fn(&str) -> String,
+    /// The unit to read (`{job}` is the job name).
+    unit: &'static str,
+    read: fn(&ParsedUnit) -> Option<String>,
+}
+
+/// The `--notify` JSON of the first `setting` command that has one.
+fn notify_json(u: &ParsedUnit, setting: &str) -> Option<serde_json::Value> {
+    u.commands
+        .iter()
+        .filter(|(s, _)| s == setting)
+        .find_map(|(_, a)| {
+            let i = a.iter().position(|w| w == "--notify")?;
+            serde_json::from_str(&a[i + 1]).ok()
+        })
+}
+
+fn notify_fields() -> Vec<NotifyField> {
+    vec![
+        NotifyField {
+            name: "n-mail-to",
+            path: "jobs.{job}.notify.mail.to[0]",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { mail: { to: [V], smtp: \"smtp://10.0.0.1\" } }",
+            wrap: same,
+            unit: "unitgen-notify@{job}.service",
+            read: |u| {
+                notify_json(u, "ExecStart")?["mail"]["to"][0]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        NotifyField {
+            name: "n-mail-from",
+            path: "jobs.{job}.notify.mail.from",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { mail: { to: [a@b.c], from: V, smtp: \"smtp://10.0.0.1\" } }",
+            wrap: |v| format!("{v}@example.com"),
+            unit: "unitgen-notify@{job}.service",
+            read: |u| {
+                notify_json(u, "ExecStart")?["mail"]["from"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        NotifyField {
+            name: "n-smtp",
+            path: "jobs.{job}.notify.mail.smtp",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { mail: { to: [a@b.c], smtp: V } }",
+            wrap: |v| format!("smtp://{v}"),
+            unit: "unitgen-notify@{job}.service",
+            read: |u| {
+                notify_json(u, "ExecStart")?["mail"]["smtp"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        NotifyField {
+            name: "n-webhook",
+            path: "jobs.{job}.notify.webhook",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { webhook: V }",
+            wrap: |v| format!("http://10.0.0.1/{v}"),
+            unit: "unitgen-notify@{job}.service",
+            read: |u| {
+                notify_json(u, "ExecStart")?["webhook"]["url"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        NotifyField {
+            name: "n-ping",
+            path: "jobs.{job}.notify.healthchecks.url",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { healthchecks: { url: V } }",
+            wrap: |v| format!("https://hc-ping.com/{v}"),
+            unit: "{job}.service",
+            read: |u| {
+                notify_json(u, "ExecStartPre")?["healthchecks"]["url"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        },
+        NotifyField {
+            name: "n-network",
+            path: "jobs.{job}.notify.network",
+            job: "container: { IMAGE, command: [/bin/x] }\n    notify: { network: V, webhook: \"http://10.0.0.1/x\" }",
+            wrap: same,
+            unit: "unitgen-notify@{job}.service",
+            read: |u| {
+                let a = &u.commands.iter().find(|(s, _)| s == "ExecStart")?.1;
+                a.iter()
+                    .position(|w| w == "--network")
+                    .map(|i| a[i + 1].clone())
+            },
+        },
+    ]
+}
+
+#[test]
+fn hostile_notify_values_are_rejected_or_survive_systemd_parsing() {
+    let tmp = world_readable_tempdir();
+    let mut accepted: Vec<(String, String, &str)> = Vec::new();
+    let mut expect: Vec<(String, &NotifyField, String)> = Vec::new();
+    let fields = notify_fields();
+    for field in &fields {
+        for (vname, raw) in values() {
+            // Job names with `@` get no notify unit; these are plain.
+            let job = format!("{}-{vname}", field.name);
+            let value = (field.wrap)(&raw);
+            let quoted = serde_json::to_string(&value).unwrap();
+            let body = field.job.replace("IMAGE", IMAGE).replace('V', &quoted);
+            let one = [(job.clone(), body, "systemd")];
+            let path = tmp.path().join(format!("{job}.yaml"));
+            write(&path, &spec(&one));
+            let r = run(unitgen().arg("validate").arg("-f").arg(&path));
+            match r.status {
+                0 => {
+                    assert!(
+                        !["lf", "cr", "nul"].contains(&vname),
+                        "{job}: a line break or NUL was accepted"
+                    );
+                    accepted.push(one.into_iter().next().unwrap());
+                    expect.push((job, field, value));
+                }
+                2 => {
+                    let want = field.path.replace("{job}", &job);
+                    assert!(
+                        r.stderr.lines().all(|l| l.starts_with("error: "))
+                            && r.stderr.contains(&want),
+                        "{job}: the error should name `{want}`:\n{}",
+                        r.stderr
+                    );
+                }
+                other => panic!("{job}: exit {other}\n{}", r.stderr),
+            }
+        }
+    }
+    // URLs keep `%`, `$`, quotes and backslashes; addresses and names refuse them.
+    assert!(
+        accepted.len() > 25,
+        "too few hostile notify values were accepted to prove anything: {}",
+        accepted.len()
+    );
+    let spec_path = tmp.path().join("all.yaml");
+    write(&spec_path, &spec(&accepted));
+    let out = tmp.path().join("units");
+    let r = run(unitgen()
+        .arg("render")
+        .arg("-f")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let mut wants = String::from("[Unit]\nDescription=all hostile notify units\n");
+    for (job, _, _) in &accepted {
+        wants.push_str(&format!("Wants={job}.service\n"));
+        if out.join(format!("unitgen-notify@{job}.service")).exists() {
+            wants.push_str(&format!("Wants=unitgen-notify@{job}.service\n"));
+        }
+    }
+    write(&out.join("hostile-notify.target"), &wants);
+    let parsed = systemd_dump(&out, "hostile-notify.target");
+    for (job, field, value) in &expect {
+        let name = field.unit.replace("{job}", job);
+        let unit = parsed
+            .get(&name)
+            .unwrap_or_else(|| panic!("systemd did not load {name}"));
+        let got = (field.read)(unit).unwrap_or_else(|| panic!("{job}: nothing to read in {name}"));
+        assert_eq!(
+            &got, value,
+            "{job}: systemd parsed something else than the spec's value"
+        );
+    }
+    // The notify unit's script reaches `sh` exactly as written: `$1`,
+    // `$unit` and `$@` for the shell, not expanded by systemd.
+    let (_, argv) = parsed["unitgen-notify@n-webhook-percent.service"]
+        .commands
+        .iter()
+        .find(|(s, _)| s == "ExecStart")
+        .unwrap();
+    assert_eq!(argv[0..2], ["/bin/sh", "-c"]);
+    assert!(
+        argv[2].starts_with("unit=$1; shift; { systemctl show "),
+        "{}",
+        argv[2]
+    );
+    assert!(argv[2].ends_with("| exec \"$@\""), "{}", argv[2]);
+    assert_eq!(argv[3..5], ["unitgen-notify", "n-webhook-percent.service"]);
+}

@@ -22,6 +22,7 @@
 pub mod aws;
 pub mod ebs;
 pub mod invocation;
+pub mod notify;
 pub mod retention;
 pub mod rpc;
 pub mod secret;

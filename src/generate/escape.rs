@@ -126,6 +126,15 @@ impl ExecWord {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// systemd's `%H` specifier, left for systemd to resolve: the host's
+    /// name, as the host sees it when it runs the command (systemd.unit(5),
+    /// "Specifiers"). Inside a container the host name would be the
+    /// container's, so the notifier takes it from its command line. The
+    /// one specifier unitgen writes on purpose; no spec value reaches it.
+    pub fn host_name_specifier() -> Self {
+        ExecWord("%H".to_owned())
+    }
 }
 
 /// Bytes that systemd's word splitter passes through unchanged outside
@@ -153,6 +162,11 @@ impl ExecLine {
     pub fn inline(mut self, words: impl IntoIterator<Item = ExecWord>) -> Self {
         self.groups[0].extend(words);
         self
+    }
+
+    /// The groups, the executable's first.
+    pub fn groups(&self) -> &[Vec<ExecWord>] {
+        &self.groups
     }
 
     /// Appends a group of words on a physical line of its own.

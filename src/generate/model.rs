@@ -19,6 +19,8 @@ pub struct JobUnits {
     pub target: Target,
     pub service: ServiceUnit,
     pub timer: TimerUnit,
+    /// `unitgen-notify@NAME.service`, when the job notifies on failure.
+    pub notify: Option<NotifyUnit>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub struct ServiceUnit {
     pub after: Vec<UnitName>,
     pub requires: Vec<UnitName>,
     pub on_failure: Option<UnitName>,
+    /// A second `OnFailure=`: the job's notify unit.
+    pub on_failure_notify: Option<UnitName>,
     /// `TimeoutStartSec=`.
     pub timeout: Option<UnitValue>,
     pub environment: Vec<EnvAssignment>,
@@ -64,4 +68,21 @@ pub struct TimerUnit {
 pub struct FleetOption {
     pub key: &'static str,
     pub value: UnitValue,
+}
+
+/// The unit that reports a job's failure (mail, webhook), started by the
+/// job's `OnFailure=`. A concrete instance file per job, not a shared
+/// template: fleet never places a template on a machine by itself, so an
+/// `OnFailure=` naming one would find nothing there.
+#[derive(Debug, Clone)]
+pub struct NotifyUnit {
+    pub name: UnitName,
+    pub description: UnitValue,
+    pub after: Vec<UnitName>,
+    pub requires: Vec<UnitName>,
+    /// `TimeoutStartSec=`.
+    pub timeout: UnitValue,
+    pub exec_start: Command,
+    pub x_fleet: Vec<FleetOption>,
+    pub job: UnitValue,
 }

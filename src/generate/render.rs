@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::generate::escape::ExecLine;
-use crate::generate::model::{Command, FleetOption, JobUnits, Model};
+use crate::generate::model::{Command, FleetOption, JobUnits, Model, NotifyUnit};
 use crate::generate::spec::Target;
 
 /// A rendered file: its name inside the output folder and its bytes.
@@ -24,6 +24,7 @@ pub struct UnitFile {
 
 const SERVICE: (&str, &str) = ("service.hbs", include_str!("../../templates/service.hbs"));
 const TIMER: (&str, &str) = ("timer.hbs", include_str!("../../templates/timer.hbs"));
+const NOTIFY: (&str, &str) = ("notify.hbs", include_str!("../../templates/notify.hbs"));
 
 pub struct Renderer {
     hb: Handlebars<'static>,
@@ -40,6 +41,7 @@ impl Default for Renderer {
 struct View<'a> {
     service: ServiceView<'a>,
     timer: TimerView<'a>,
+    notify: Option<NotifyView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +50,7 @@ struct ServiceView<'a> {
     after: Vec<&'a str>,
     requires: Vec<&'a str>,
     on_failure: Option<&'a str>,
+    on_failure_notify: Option<&'a str>,
     timeout: Option<&'a str>,
     environment: Vec<&'a str>,
     exec_start_pre: Vec<String>,
@@ -67,6 +70,17 @@ struct TimerView<'a> {
     unit: &'a str,
     x_fleet: Vec<OptionView<'a>>,
     install: bool,
+    job: &'a str,
+}
+
+#[derive(Serialize)]
+struct NotifyView<'a> {
+    description: &'a str,
+    after: Vec<&'a str>,
+    requires: Vec<&'a str>,
+    timeout: &'a str,
+    exec_start: String,
+    x_fleet: Vec<OptionView<'a>>,
     job: &'a str,
 }
 
@@ -108,6 +122,7 @@ fn view(job: &JobUnits) -> View<'_> {
             after: s.after.iter().map(|u| u.as_str()).collect(),
             requires: s.requires.iter().map(|u| u.as_str()).collect(),
             on_failure: s.on_failure.as_ref().map(|u| u.as_str()),
+            on_failure_notify: s.on_failure_notify.as_ref().map(|u| u.as_str()),
             timeout: s.timeout.as_ref().map(|v| v.as_str()),
             environment: s.environment.iter().map(|e| e.as_str()).collect(),
             exec_start_pre: commands(&s.exec_start_pre),
@@ -128,6 +143,19 @@ fn view(job: &JobUnits) -> View<'_> {
             install: job.target == Target::Systemd,
             job: t.job.as_str(),
         },
+        notify: job.notify.as_ref().map(|n| notify_view(n, job.target)),
+    }
+}
+
+fn notify_view(n: &NotifyUnit, target: Target) -> NotifyView<'_> {
+    NotifyView {
+        description: n.description.as_str(),
+        after: n.after.iter().map(|u| u.as_str()).collect(),
+        requires: n.requires.iter().map(|u| u.as_str()).collect(),
+        timeout: n.timeout.as_str(),
+        exec_start: command(&n.exec_start, target),
+        x_fleet: options(&n.x_fleet),
+        job: n.job.as_str(),
     }
 }
 
@@ -136,16 +164,19 @@ impl Renderer {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
-        for (name, text) in [SERVICE, TIMER] {
+        for (name, text) in [SERVICE, TIMER, NOTIFY] {
             hb.register_template_string(name, text)
                 .unwrap_or_else(|e| panic!("embedded template {name} does not parse: {e}"));
         }
         Renderer { hb }
     }
 
-    /// Every job's units, sorted by job name, each service before its timer.
+    /// Every job's units, sorted by job name: each service, then its
+    /// timer, then its notify unit if it has one. `unitgen render | xargs
+    /// fleetctl submit` takes them in this order; the notify unit comes
+    /// last because its `MachineOf=` names the service.
     pub fn render(&self, model: &Model) -> Result<Vec<UnitFile>, Error> {
-        let mut files = Vec::with_capacity(model.jobs.len() * 2);
+        let mut files = Vec::with_capacity(model.jobs.len() * 3);
         for job in &model.jobs {
             let view = view(job);
             for (template, suffix) in [(SERVICE.0, "service"), (TIMER.0, "timer")] {
@@ -153,6 +184,13 @@ impl Renderer {
                     name: format!("{}.{suffix}", job.name),
                     job: job.name.clone(),
                     contents: self.one(template, &view)?,
+                });
+            }
+            if let Some(notify) = &job.notify {
+                files.push(UnitFile {
+                    name: notify.name.as_str().to_owned(),
+                    job: job.name.clone(),
+                    contents: self.one(NOTIFY.0, &view)?,
                 });
             }
         }

@@ -132,6 +132,9 @@ pub struct Defaults {
     /// `unit-status-mail@.service` gets the job's service name as its instance.
     pub on_failure: Option<Str>,
     pub fleet: Option<FleetSpec>,
+    /// Failure notification for every job, merged field by field with the
+    /// job's own `notify`.
+    pub notify: Option<NotifySpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -165,6 +168,145 @@ pub struct Job {
     /// What `unitgen-runner` does, in order.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// Tell someone when the job fails (mail, webhook) and ping
+    /// healthchecks.io on every run; `defaults.notify` is merged in.
+    pub notify: Option<NotifySpec>,
+}
+
+/// Failure notification: `{ mail: [me@me.biz] }`, `{ webhook: URL }`,
+/// `{ healthchecks: URL }`, or several of them. Mail and webhook are sent
+/// by the unit `unitgen-notify@JOB.service`, which the job's unit starts
+/// through `OnFailure=`; healthchecks pings come from the job's own unit,
+/// when a run starts and when it ends. Each runs `unitgen-runner notify`
+/// in a container of the job's image.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// Mail on failure: a list of addresses, or `{ to, from, smtp, ... }`.
+    pub mail: Option<MailSpec>,
+    /// A JSON POST on failure (Slack-compatible): a URL, or `{ url }`, or
+    /// `{ url_secret: { etcd: KEY } }` when the URL holds a token.
+    pub webhook: Option<EndpointSpec>,
+    /// A healthchecks.io ping URL: `/start` when a run starts, the URL on
+    /// success, `/<exit status>` or `/fail` on failure.
+    pub healthchecks: Option<EndpointSpec>,
+    /// `docker run --network` of the notifier's container (default: the
+    /// job's `container.network`); `host` reaches the host's loopback.
+    pub network: Option<Str>,
+}
+
+/// Mail: the recipients alone (`[me@me.biz]`), or the whole setting.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum MailSpec {
+    To(Vec<Str>),
+    Full(MailFields),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailFields {
+    /// Recipients.
+    #[serde(default)]
+    pub to: Vec<Str>,
+    /// Sender (default `unitgen@HOST`, HOST being the host's name).
+    pub from: Option<Str>,
+    /// The SMTP server: `smtp://HOST[:PORT]` (port 25) or
+    /// `smtps://HOST[:PORT]` (TLS, port 465).
+    pub smtp: Option<Str>,
+    /// Upgrade `smtp://` with STARTTLS (required when set).
+    pub starttls: Option<bool>,
+    /// SMTP user (AUTH PLAIN, over TLS only).
+    pub user: Option<Str>,
+    /// Read from etcd by the runner at run time; never written into a unit.
+    pub password: Option<Secret>,
+}
+
+/// An HTTP endpoint: its URL, or `{ url }`, or `{ url_secret: { etcd: KEY } }`.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum EndpointSpec {
+    Url(String),
+    Full(EndpointFields),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFields {
+    /// Written into the unit (`{ etcd: KEY }` is read at render time).
+    pub url: Option<Str>,
+    /// A URL that holds a token (Slack, a healthchecks UUID): read from etcd
+    /// by the runner at run time, never written into a unit.
+    pub url_secret: Option<Secret>,
+}
+
+impl MailSpec {
+    /// The full form (the short form is `to` alone).
+    pub fn fields(&self) -> MailFields {
+        match self {
+            MailSpec::To(to) => MailFields {
+                to: to.clone(),
+                ..MailFields::default()
+            },
+            MailSpec::Full(f) => f.clone(),
+        }
+    }
+}
+
+impl EndpointSpec {
+    pub fn fields(&self) -> EndpointFields {
+        match self {
+            EndpointSpec::Url(u) => EndpointFields {
+                url: Some(Str::Literal(u.clone())),
+                url_secret: None,
+            },
+            EndpointSpec::Full(f) => f.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MailSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MailSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of addresses or `{ to: [...], smtp: smtp://HOST, ... }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<MailSpec, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(MailSpec::To)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MailSpec, A::Error> {
+                MailFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(MailSpec::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EndpointSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL, `{ url: URL }` or `{ url_secret: { etcd: KEY } }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointSpec, A::Error> {
+                EndpointFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(EndpointSpec::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

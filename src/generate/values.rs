@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::etcd::{Lookup, Need};
 use crate::generate::spec::{
-    ContainerSpec, Defaults, EbsSnapshotStep, FleetSpec, Job, OneOrMany, RpcStep, Secret, Spec,
-    Step, Str, TimerSpec,
+    ContainerSpec, Defaults, EbsSnapshotStep, EndpointFields, EndpointSpec, FleetSpec, Job,
+    MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, Secret, Spec, Step, Str, TimerSpec,
 };
 
 /// A render-time value is written into a unit line; anything larger than
@@ -120,6 +120,7 @@ impl Walk for Defaults {
             timeout,
             on_failure,
             fleet,
+            notify,
         } = self;
         image.walk(refs);
         docker.walk(refs);
@@ -128,6 +129,7 @@ impl Walk for Defaults {
         timeout.walk(refs);
         on_failure.walk(refs);
         fleet.walk(refs);
+        notify.walk(refs);
     }
 }
 
@@ -151,6 +153,7 @@ impl Walk for Job {
             command,
             environment,
             steps,
+            notify,
         } = self;
         description.walk(refs);
         schedule.walk(refs);
@@ -165,6 +168,48 @@ impl Walk for Job {
         command.walk(refs);
         environment.walk(refs);
         steps.walk(refs);
+        notify.walk(refs);
+    }
+}
+
+impl Walk for NotifySpec {
+    fn walk(&self, refs: &mut Refs) {
+        let NotifySpec {
+            mail,
+            webhook,
+            healthchecks,
+            network,
+        } = self;
+        mail.walk(refs);
+        webhook.walk(refs);
+        healthchecks.walk(refs);
+        network.walk(refs);
+    }
+}
+
+impl Walk for MailSpec {
+    fn walk(&self, refs: &mut Refs) {
+        let MailFields {
+            to,
+            from,
+            smtp,
+            starttls: _,
+            user,
+            password,
+        } = &self.fields();
+        to.walk(refs);
+        from.walk(refs);
+        smtp.walk(refs);
+        user.walk(refs);
+        password.walk(refs);
+    }
+}
+
+impl Walk for EndpointSpec {
+    fn walk(&self, refs: &mut Refs) {
+        let EndpointFields { url, url_secret } = &self.fields();
+        url.walk(refs);
+        url_secret.walk(refs);
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod ebs;
 pub mod log;
+pub mod notify;
 pub mod retention;
 pub mod rpc;
 mod secrets;
@@ -42,6 +43,8 @@ Examples:
   unitgen-runner --job wallet --etcd-endpoint http://172.17.0.1:2379 \\
     --step '{\"rpc\":{\"url\":\"http://bitcoind:8332/\",\"method\":\"backupwallet\",\"params\":[\"/backups/w.dat\"],\"user\":\"rpc\",\"password_etcd\":\"/bitcoind/rpc/password\"}}'
   unitgen-runner --dry-run --job wallet --step '{\"ebs_snapshot\":{...}}'   List what retention would delete
+
+`unitgen-runner notify --help`: the failure mail, webhook and healthchecks pings.
 
 Log lines go to stderr, one per event; with JOURNAL_STREAM set (systemd passes it through
 `docker run --env JOURNAL_STREAM`) each carries a syslog priority for journald."
@@ -91,7 +94,17 @@ pub enum Failure {
 
 /// Entry point of the `unitgen-runner` binary; returns the exit status.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    // `unitgen-runner notify ...` has a command line of its own (see
+    // `notify/`); the job's form stays as it is, so units rendered before
+    // run unchanged.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == crate::contract::notify::SUBCOMMAND)
+    {
+        return notify::main(argv.split_off(1));
+    }
+    let args = Args::parse_from(argv);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

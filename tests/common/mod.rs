@@ -5,8 +5,10 @@
 pub mod docker;
 pub mod etcd;
 pub mod etcd_cluster;
+pub mod http_recorder;
 pub mod litecoind;
 pub mod moto;
+pub mod smtp;
 pub mod systemd_host;
 
 use std::collections::BTreeMap;

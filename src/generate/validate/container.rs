@@ -169,7 +169,7 @@ impl Cx<'_> {
         ok.then_some(out)
     }
 
-    fn docker_path(&mut self, defaults: &Defaults) -> Option<ExecWord> {
+    pub(super) fn docker_path(&mut self, defaults: &Defaults) -> Option<ExecWord> {
         let p = KeyPath::root().key("defaults").key("docker");
         let path = match &defaults.docker {
             Some(d) => self.str(d, &p)?,
@@ -319,7 +319,7 @@ impl Cx<'_> {
     }
 }
 
-fn pull_word(p: PullPolicy) -> &'static str {
+pub(super) fn pull_word(p: PullPolicy) -> &'static str {
     match p {
         PullPolicy::Always => "always",
         PullPolicy::Missing => "missing",
@@ -350,7 +350,7 @@ fn container_name(job: &str) -> String {
 
 /// A conservative image reference check: `[registry[:port]/]path[:tag][@digest]`.
 /// Above all it must not start with `-`, which docker would take as an option.
-fn is_image_ref(image: &str) -> bool {
+pub(super) fn is_image_ref(image: &str) -> bool {
     let mut b = image.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && image.len() <= 512
@@ -374,7 +374,7 @@ const VOLUME_OPTIONS: &[&str] = &[
     "delegated",
 ];
 
-fn check_volume(spec: &str) -> Result<(), String> {
+pub(super) fn check_volume(spec: &str) -> Result<(), String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let usage = "write `HOST_PATH:CONTAINER_PATH[:OPTIONS]`, e.g. `/var/lib/bitcoind:/bitcoind:ro`";
     if !(2..=3).contains(&parts.len()) {

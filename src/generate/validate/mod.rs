@@ -16,6 +16,7 @@
 mod container;
 pub mod etcd;
 pub mod fleet;
+mod notify;
 mod steps;
 mod timer;
 
@@ -24,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use crate::contract::Maybe;
 use crate::diag::{KeyPath, Kind, Problem, shown};
 use crate::generate::escape::{self, ExecWord, UnitName, UnitValue};
-use crate::generate::model::{JobUnits, Model, ServiceUnit, TimerUnit};
+use crate::generate::model::{JobUnits, Model, NotifyUnit, ServiceUnit, TimerUnit};
 use crate::generate::source::Source;
 use crate::generate::spec::{Defaults, Job, Spec, Str, Target};
 use crate::generate::values::Values;
@@ -63,6 +64,15 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
             cx.key_err(
                 &path,
                 format!("job `{name}` and job `{other}` would write the same unit files on a case-insensitive file system; rename one"),
+            );
+        }
+        if name.to_lowercase().starts_with(notify::UNIT_PREFIX) {
+            cx.key_err(
+                &path,
+                format!(
+                    "job names starting with `{}` are reserved for the notify units of other jobs; rename the job",
+                    notify::UNIT_PREFIX
+                ),
             );
         }
         let before = cx.problems.len();
@@ -289,10 +299,18 @@ impl Cx<'_> {
         };
         let timeout = self.timespan(value, &p);
 
-        let run = self.payload(name, job, defaults, etcd, path);
+        let mut run = self.payload(name, job, defaults, etcd, path);
+        let notify = self.notify(name, job, defaults, etcd, path, service_name.as_ref());
+        let hooks = matches!(&notify, Some(Some(n)) if n.start_hook.is_some());
+        if let (Some(run), Some(Some(n))) = (run.as_mut(), &notify) {
+            // The start ping after the leftover container is removed, the
+            // finish ping after this run's container is gone.
+            run.exec_start_pre.extend(n.start_hook.clone());
+            run.exec_stop_post.extend(n.finish_hook.clone());
+        }
         let mut after = Vec::new();
         let mut requires = Vec::new();
-        if matches!(run, Some(ref r) if r.container.is_some()) {
+        if hooks || matches!(run, Some(ref r) if r.container.is_some()) {
             let docker = UnitName::parse("docker.service").expect("a valid unit name");
             after.push(docker.clone());
             requires.push(docker);
@@ -334,11 +352,34 @@ impl Cx<'_> {
         let fleet = self.fleet(job, defaults, target, path, service_name.as_ref());
 
         let run = run?;
+        let notify = notify?;
         let description = description?;
         let timer = timer?;
         let job_value = self.unit_value(name, path)?;
         let service_name = service_name?;
         let (service_fleet, timer_fleet) = fleet?;
+        let notify_unit = match notify.and_then(|n| n.unit) {
+            Some((unit, exec_start)) => {
+                let docker = UnitName::parse("docker.service").expect("a valid unit name");
+                Some(NotifyUnit {
+                    name: unit,
+                    description: self.unit_value(
+                        &format!("unitgen: report a failure of {service_name}"),
+                        path,
+                    )?,
+                    after: vec![docker.clone()],
+                    requires: vec![docker],
+                    timeout: self.unit_value(notify::NOTIFY_TIMEOUT, path)?,
+                    exec_start,
+                    // Where the job runs, as its timer: the failed unit's
+                    // journal is on that machine, and `OnFailure=` starts
+                    // only units that machine has.
+                    x_fleet: timer_fleet.clone(),
+                    job: job_value.clone(),
+                })
+            }
+            None => None,
+        };
         Some((
             JobUnits {
                 name: name.to_owned(),
@@ -348,6 +389,7 @@ impl Cx<'_> {
                     after,
                     requires,
                     on_failure,
+                    on_failure_notify: notify_unit.as_ref().map(|n| n.name.clone()),
                     timeout,
                     environment: run.environment,
                     exec_start_pre: run.exec_start_pre,
@@ -366,6 +408,7 @@ impl Cx<'_> {
                     x_fleet: timer_fleet,
                     job: job_value,
                 },
+                notify: notify_unit,
             },
             run.container,
         ))

@@ -11,7 +11,7 @@ use crate::diag::{KeyPath, shown};
 use crate::generate::escape::{self, ExecWord};
 use crate::generate::spec::{Defaults, EbsSnapshotStep, Job, RpcStep, Step, Str};
 
-const DEFAULT_RUNNER: &str = "/unitgen-runner";
+pub(super) const DEFAULT_RUNNER: &str = "/unitgen-runner";
 
 impl Cx<'_> {
     /// `/unitgen-runner --job NAME [--etcd-endpoint URL]... --step JSON...`,
