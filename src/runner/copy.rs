@@ -531,10 +531,27 @@ fn clean_up(found: &Found) {
 }
 
 /// Makes `DEST/JOB.<time>[-N].partial`, unused both as a partial and as
-/// a final name.
+/// a final name. `N` comes after every one used in that second, even if
+/// an earlier one was pruned since: names keep sorting in time order.
 fn new_partial(plan: &Plan, started: Timestamp) -> Result<(String, PathBuf), CopyError> {
     let base = format!("{}.{}", plan.job, stamp(started));
-    for n in 0..1000 {
+    let first = fs::read_dir(&plan.destination)
+        .map_err(|e| io_failed("list", &plan.destination, &e))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let rest = name.strip_prefix(&base)?;
+            let rest = [PARTIAL, DELETING]
+                .iter()
+                .find_map(|s| rest.strip_suffix(s))
+                .unwrap_or(rest);
+            match rest {
+                "" => Some(1),
+                r => r.strip_prefix('-')?.parse::<u32>().ok().map(|n| n + 1),
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    for n in first..first + 1000 {
         let name = match n {
             0 => base.clone(),
             n => format!("{base}-{n}"),
