@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::Cx;
 use crate::contract::copy::normal_path;
-use crate::contract::{CopyJob, Maybe};
+use crate::contract::{CopyJob, Maybe, Text};
 use crate::diag::{KeyPath, shown};
 use crate::generate::spec::{CopyStep, Job, Step, Str};
 
@@ -49,6 +49,15 @@ impl Cx<'_> {
         for (i, step) in job.steps.iter().enumerate() {
             let Step::Copy(copy) = step else { continue };
             let p = path.key("steps").index(i).key("copy");
+            // Paths the step's own rules refuse are reported there.
+            let judged = CopyJob {
+                source: self.quiet_text(&copy.source),
+                destination: self.quiet_text(&copy.destination),
+                retention: None,
+            };
+            if !judged.check().is_empty() {
+                continue;
+            }
             if let Some(source) = self.quiet_path(&copy.source)
                 && innermost(&mounts, &source).is_none()
             {
@@ -86,14 +95,21 @@ impl Cx<'_> {
         }
     }
 
-    /// A step path as the runner will see it, without reporting anything
-    /// (the step's own checks report its problems).
+    /// A step's value as the runner will see it, without reporting
+    /// anything (the step's own checks report its problems).
+    fn quiet_text(&self, value: &Str) -> Maybe {
+        match value {
+            Str::Literal(t) => Maybe::Known(t.clone()),
+            Str::Etcd(r) => match self.values.get(&r.etcd) {
+                Ok(Some(v)) => Maybe::Known(v.to_owned()),
+                _ => Maybe::Unknown,
+            },
+        }
+    }
+
+    /// A step path as the runner will see it, normalized.
     fn quiet_path(&self, value: &Str) -> Option<PathBuf> {
-        let text = match value {
-            Str::Literal(t) => t.as_str(),
-            Str::Etcd(r) => self.values.get(&r.etcd).ok().flatten()?,
-        };
-        normal_path(text)
+        normal_path(self.quiet_text(value).known()?)
     }
 }
 
