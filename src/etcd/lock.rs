@@ -290,7 +290,9 @@ async fn contend(
                 async move { c.get(p, Some(ahead)).await }
             })
             .await?;
-        let Some(kv) = resp.kvs().first() else {
+        // (`max_create_revision` 0 would mean "no limit" to etcd, and
+        // return our own key: never wait for oneself.)
+        let Some(kv) = resp.kvs().first().filter(|kv| kv.key() != key.as_bytes()) else {
             break;
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {

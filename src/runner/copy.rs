@@ -73,9 +73,10 @@ pub enum CopyError {
     /// The copy failed; the new snapshot was not made, nothing was pruned.
     #[error("{0}")]
     Failed(String),
-    /// The run was stopped (its lock was lost, or a signal); the partial
-    /// folder is left for the next run to remove.
-    #[error("stopped before the copy was complete")]
+    /// The run was stopped (its lock was lost, or a signal): a copy leaves
+    /// its partial folder for the next run to remove, pruning stops
+    /// between two deletions.
+    #[error("stopped before the step was done")]
     Cancelled,
     /// The snapshot was made, but retention could not delete some of the
     /// folders it chose.
@@ -279,7 +280,7 @@ pub fn run(job_name: &str, job: &CopyJob, opts: &Options) -> Result<Outcome, Cop
         root: true,
     }
     .tree(&plan.source, &partial, previous.map(|p| p.path.as_path()));
-    if let Err(e) = copied.and_then(|()| finish(&plan, &partial, &name, started, &stats)) {
+    if let Err(e) = copied.and_then(|()| finish(&plan, &partial, &name, started, &stats, opts)) {
         if !matches!(e, CopyError::Cancelled) {
             // A failed copy leaves nothing behind: the next run starts
             // from the last complete snapshot anyway.
@@ -302,7 +303,7 @@ pub fn run(job_name: &str, job: &CopyJob, opts: &Options) -> Result<Outcome, Cop
     let mut completed = found.completed.clone();
     completed.push(snapshot);
     let (decisions, deleted, failed) = match &job.retention {
-        Some(policy) => prune(&completed, &name, policy, false)?,
+        Some(policy) => prune(&completed, &name, policy, false, &opts.cancel)?,
         None => (Vec::new(), Vec::new(), Vec::new()),
     };
     log::info(summary(
@@ -610,6 +611,7 @@ fn finish(
     name: &str,
     started: Timestamp,
     stats: &Stats,
+    opts: &Options,
 ) -> Result<(), CopyError> {
     let marker = Marker {
         managed_by: MANAGED_BY.into(),
@@ -641,6 +643,11 @@ fn finish(
     set_dir_attributes(partial, &meta).map_err(|e| fail("set the attributes of", partial, e))?;
     // Everything written so far, on disk before the name says complete.
     sync_filesystem(&plan.destination).map_err(|e| fail("sync", &plan.destination, e))?;
+    // Syncing may take a while; a run stopped meanwhile (its lock lost)
+    // changes nothing more.
+    if opts.cancel.load(Ordering::SeqCst) {
+        return Err(CopyError::Cancelled);
+    }
     let target = plan.destination.join(name);
     fs::rename(partial, &target).map_err(|e| fail("rename into place", partial, e))?;
     sync_dir(&plan.destination).map_err(|e| fail("sync", &plan.destination, e))?;
@@ -939,6 +946,7 @@ fn prune(
     created: &str,
     policy: &crate::contract::retention::RetentionPolicy,
     dry_run: bool,
+    cancel: &AtomicBool,
 ) -> Result<Pruned, CopyError> {
     let candidates: Vec<Candidate> = completed
         .iter()
@@ -960,6 +968,10 @@ fn prune(
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     for d in decisions.iter().filter(|d| d.is_delete()) {
+        // A run stopped from outside (its lock lost) deletes nothing more.
+        if cancel.load(Ordering::SeqCst) {
+            return Err(CopyError::Cancelled);
+        }
         let Some(s) = completed.iter().find(|s| s.name == d.snapshot.id) else {
             continue;
         };
@@ -1080,7 +1092,7 @@ fn dry_run(
     )?;
     let name = format!("{}.{}", plan.job, stamp(opts.started.unwrap_or_else(now)));
     let (decisions, _, _) = match &plan.job_spec.retention {
-        Some(policy) => prune(&found.completed, "", policy, true)?,
+        Some(policy) => prune(&found.completed, "", policy, true, &opts.cancel)?,
         None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let kept = decisions.iter().filter(|d| !d.is_delete()).count();

@@ -470,4 +470,11 @@ mod tests {
         assert!(check_volume("/a:b").is_err());
         assert!(check_volume("/a:/b:rwx").is_err());
     }
+
+    #[test]
+    fn the_lock_mount_is_the_runners_lock_folder_on_both_sides() {
+        use crate::contract::lock::HOST_LOCK_DIR;
+        assert_eq!(HOST_LOCK_VOLUME, format!("{HOST_LOCK_DIR}:{HOST_LOCK_DIR}"));
+        assert!(check_volume(HOST_LOCK_VOLUME).is_ok());
+    }
 }
