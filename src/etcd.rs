@@ -37,6 +37,11 @@
 //! leader that its data is current, so even a member that has not yet
 //! noticed it was cut off cannot hand out a stale value; it just does not
 //! answer, and the request moves on.
+//!
+//! The runner's etcd locks (`lock::EtcdLock`) are built on these requests:
+//! see `etcd/lock.rs` for why they do not use etcd's blocking Lock call.
+
+mod lock;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -51,6 +56,7 @@ use etcd_client::{
 use tokio::time::Instant;
 
 use crate::contract::secret::SecretString;
+pub use lock::{EtcdLock, LeaseLost, LockError};
 
 /// How long a connection attempt or a request may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

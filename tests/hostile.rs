@@ -172,6 +172,14 @@ fn fields() -> Vec<Field> {
             },
         },
         Field {
+            name: "copy-source",
+            path: "jobs.{job}.steps[0].copy.source",
+            job: "container: { IMAGE, volumes: [\"/data:/data:ro\", \"/b:/b\"] }\n    steps: [ { copy: { source: V, destination: /b } } ]",
+            target: "systemd",
+            wrap: |v| format!("/data/{v}"),
+            read: |u| step(u)["copy"]["source"].as_str().map(str::to_owned),
+        },
+        Field {
             name: "metadata",
             path: "jobs.{job}.fleet.machine_metadata.k",
             job: "fleet: { machine_metadata: { k: V } }\n    container: { IMAGE, command: [/bin/x] }",

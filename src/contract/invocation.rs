@@ -3,6 +3,7 @@
 //! definitions in `runner/mod.rs`), how the runner reaches etcd, and the
 //! order of the arguments.
 
+use super::lock::JobLock;
 use super::{RunnerStep, Violation};
 use crate::diag::{KeyPath, shown};
 
@@ -17,6 +18,11 @@ pub const ETCD_KEY_FILE: &str = "etcd-key-file";
 pub const ETCD_USER: &str = "etcd-user";
 pub const ETCD_PASSWORD_FILE: &str = "etcd-password-file";
 pub const ETCD_TIMEOUT: &str = "etcd-timeout";
+/// The job's lock as JSON ([`JobLock`]).
+pub const LOCK: &str = "lock";
+/// Where host locks live inside the container; the generator never writes
+/// it (the default is the folder the unit mounts there), tests do.
+pub const LOCK_DIR: &str = "lock-dir";
 
 /// How the runner reaches etcd from inside its container (the spec's
 /// `etcd.runner`, whose endpoints default to `etcd.endpoints`). Paths are
@@ -98,8 +104,10 @@ impl RunnerEtcd {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
     pub job: String,
-    /// Present when a step reads a secret.
+    /// Present when a step reads a secret, or the lock is in etcd.
     pub etcd: Option<RunnerEtcd>,
+    /// Held around all steps.
+    pub lock: Option<JobLock>,
     pub steps: Vec<RunnerStep>,
 }
 
@@ -111,8 +119,8 @@ impl Invocation {
 
     /// The arguments after the runner's path, in groups that belong on one
     /// line when a unit spreads the command over several: the job, each
-    /// etcd setting, then one step per group, so a review diff shows which
-    /// step changed.
+    /// etcd setting, the lock, then one step per group, so a review diff
+    /// shows which step changed.
     pub fn arg_groups(&self) -> Vec<Vec<String>> {
         let flag = |f: &str| format!("--{f}");
         let mut groups = vec![vec![flag(JOB), self.job.clone()]];
@@ -120,6 +128,10 @@ impl Invocation {
             for (f, v) in etcd.args() {
                 groups.push(vec![flag(f), v]);
             }
+        }
+        if let Some(lock) = &self.lock {
+            let json = serde_json::to_string(lock).expect("a lock serializes");
+            groups.push(vec![flag(LOCK), json]);
         }
         for step in &self.steps {
             let json = serde_json::to_string(step).expect("runner steps serialize");

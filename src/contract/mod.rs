@@ -20,8 +20,10 @@
 //! the runner's implementation in `runner/`.
 
 pub mod aws;
+pub mod copy;
 pub mod ebs;
 pub mod invocation;
+pub mod lock;
 pub mod notify;
 pub mod retention;
 pub mod rpc;
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diag::KeyPath;
 
+pub use copy::CopyJob;
 pub use ebs::SnapshotJob;
 pub use rpc::RpcCall;
 
@@ -129,6 +132,7 @@ impl Maybe {
 pub enum RunnerStep<S = String> {
     Rpc(RpcCall<S>),
     EbsSnapshot(SnapshotJob<S>),
+    Copy(CopyJob<S>),
 }
 
 /// A secret a step reads from etcd at run time: its key, and what it is
@@ -146,6 +150,7 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(_) => "rpc",
             RunnerStep::EbsSnapshot(_) => "ebs_snapshot",
+            RunnerStep::Copy(_) => "copy",
         }
     }
 
@@ -154,6 +159,7 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(s) => s.check(),
             RunnerStep::EbsSnapshot(s) => s.check(),
+            RunnerStep::Copy(s) => s.check(),
         }
     }
 
@@ -162,6 +168,7 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(s) => s.secrets(),
             RunnerStep::EbsSnapshot(s) => s.secrets(),
+            RunnerStep::Copy(_) => Vec::new(),
         }
     }
 }
@@ -172,6 +179,7 @@ impl RunnerStep<String> {
         match self {
             RunnerStep::Rpc(rpc) => format!("rpc {}", rpc.method),
             RunnerStep::EbsSnapshot(s) => format!("ebs_snapshot {}", s.volume_id),
+            RunnerStep::Copy(s) => format!("copy {}", s.source),
         }
     }
 }
@@ -183,6 +191,7 @@ impl RunnerStep<Maybe> {
         match self {
             RunnerStep::Rpc(s) => s.into_known().map(RunnerStep::Rpc),
             RunnerStep::EbsSnapshot(s) => s.into_known().map(RunnerStep::EbsSnapshot),
+            RunnerStep::Copy(s) => s.into_known().map(RunnerStep::Copy),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct ServiceUnit {
     pub exec_start_pre: Vec<Command>,
     pub exec_start: Command,
     pub exec_stop_post: Vec<Command>,
+    /// `SuccessExitStatus=`: an exit status that is not a failure (a host
+    /// command's busy lock, with `on_busy: skip`).
+    pub success_exit_status: Option<u8>,
     pub x_fleet: Vec<FleetOption>,
     pub job: UnitValue,
 }

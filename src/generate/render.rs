@@ -56,6 +56,7 @@ struct ServiceView<'a> {
     exec_start_pre: Vec<String>,
     exec_start: String,
     exec_stop_post: Vec<String>,
+    success_exit_status: Option<u8>,
     x_fleet: Vec<OptionView<'a>>,
     job: &'a str,
 }
@@ -128,6 +129,7 @@ fn view(job: &JobUnits) -> View<'_> {
             exec_start_pre: commands(&s.exec_start_pre),
             exec_start: command(&s.exec_start, job.target),
             exec_stop_post: commands(&s.exec_stop_post),
+            success_exit_status: s.success_exit_status,
             x_fleet: options(&s.x_fleet),
             job: s.job.as_str(),
         },

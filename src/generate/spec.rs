@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 pub use crate::contract::aws::Credentials;
+pub use crate::contract::lock::OnBusy;
 use crate::contract::retention::RetentionPolicy;
 
 /// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
@@ -157,6 +158,9 @@ pub struct Job {
     pub on_failure: Option<Str>,
     pub timeout: Option<Str>,
     pub fleet: Option<FleetSpec>,
+    /// Keep runs that touch the same data apart: a host lock or an etcd
+    /// lock, held around all steps (or, for a host `command`, by `flock(1)`).
+    pub lock: Option<LockSpec>,
     /// Run in a container (the default when `steps` are given).
     pub container: Option<ContainerSpec>,
     /// Run this command on the host instead of a container; the first word
@@ -320,6 +324,32 @@ pub struct TimerSpec {
     pub accuracy: Option<Str>,
 }
 
+/// A job's lock: `{ name: backups, wait: 10s, on_busy: fail }` on the
+/// host, or `{ etcd: /locks/backups, wait: 10s }` across machines. Not a
+/// `defaults` setting: a lock names the data a job touches, and a shared
+/// default would silently serialize unrelated jobs, with no way to opt out.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// A host lock: `flock(2)` on `/run/lock/unitgen/NAME.lock`, which the
+    /// kernel releases when the run ends, however it ends. Jobs (and any
+    /// `flock(1)`) naming the same lock exclude each other.
+    pub name: Option<Str>,
+    /// A lock across machines under this etcd key (`etcdctl lock`'s keys),
+    /// held with a lease the runner keeps alive; the run stops if the
+    /// lease is lost.
+    pub etcd: Option<Str>,
+    /// How long to wait for the lock (a time span, `infinity` for no
+    /// limit); default 0: try once.
+    pub wait: Option<Str>,
+    /// What to do when it is still held after `wait`: `fail` (default) or
+    /// `skip` (exit 0 with one log line).
+    pub on_busy: Option<OnBusy>,
+    /// etcd locks: the lease's time to live (whole seconds, default 10s),
+    /// how long the lock outlives a runner that died holding it.
+    pub ttl: Option<Str>,
+}
+
 /// fleet placement (`[X-Fleet]`), see fleet's unit-files-and-scheduling docs.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +396,10 @@ pub enum Step {
     Rpc(RpcStep),
     /// An EBS snapshot of a volume, then pruning by a retention policy.
     EbsSnapshot(EbsSnapshotStep),
+    /// A dated snapshot folder of a local folder, unchanged files
+    /// hard-linked to the previous snapshot, then pruning by a retention
+    /// policy.
+    Copy(CopyStep),
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -407,6 +441,17 @@ pub struct EbsSnapshotStep {
     /// CreateSnapshot whose answer does not come in time is looked up by
     /// this run's tag before it is ever sent again.
     pub request_timeout: Option<Str>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyStep {
+    /// The folder to copy, inside the container (mount it with `container.volumes`).
+    pub source: Str,
+    /// The folder holding the snapshot folders (`JOB.2026-11-20T001500Z`),
+    /// inside the container; it must be mounted, and not read-only.
+    pub destination: Str,
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.
@@ -557,7 +602,7 @@ where
 
 impl<'de> Deserialize<'de> for Step {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const VARIANTS: &[&str] = &["rpc", "ebs_snapshot"];
+        const VARIANTS: &[&str] = &["rpc", "ebs_snapshot", "copy"];
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Step;
@@ -567,6 +612,7 @@ impl<'de> Deserialize<'de> for Step {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Step, A::Error> {
                 one_key_map(map, VARIANTS, |kind, map| match kind {
                     "rpc" => map.next_value().map(Step::Rpc),
+                    "copy" => map.next_value().map(Step::Copy),
                     _ => map.next_value().map(Step::EbsSnapshot),
                 })
             }

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::etcd::{Lookup, Need};
 use crate::generate::spec::{
-    ContainerSpec, Defaults, EbsSnapshotStep, EndpointFields, EndpointSpec, FleetSpec, Job,
-    MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, Secret, Spec, Step, Str, TimerSpec,
+    ContainerSpec, CopyStep, Defaults, EbsSnapshotStep, EndpointFields, EndpointSpec, FleetSpec,
+    Job, LockSpec, MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, Secret, Spec, Step, Str,
+    TimerSpec,
 };
 
 /// A render-time value is written into a unit line; anything larger than
@@ -149,6 +150,7 @@ impl Walk for Job {
             on_failure,
             timeout,
             fleet,
+            lock,
             container,
             command,
             environment,
@@ -164,6 +166,7 @@ impl Walk for Job {
         on_failure.walk(refs);
         timeout.walk(refs);
         fleet.walk(refs);
+        lock.walk(refs);
         container.walk(refs);
         command.walk(refs);
         environment.walk(refs);
@@ -266,7 +269,36 @@ impl Walk for Step {
         match self {
             Step::Rpc(s) => s.walk(refs),
             Step::EbsSnapshot(s) => s.walk(refs),
+            Step::Copy(s) => s.walk(refs),
         }
+    }
+}
+
+impl Walk for LockSpec {
+    fn walk(&self, refs: &mut Refs) {
+        let LockSpec {
+            name,
+            etcd,
+            wait,
+            on_busy: _,
+            ttl,
+        } = self;
+        name.walk(refs);
+        etcd.walk(refs);
+        wait.walk(refs);
+        ttl.walk(refs);
+    }
+}
+
+impl Walk for CopyStep {
+    fn walk(&self, refs: &mut Refs) {
+        let CopyStep {
+            source,
+            destination,
+            retention: _,
+        } = self;
+        source.walk(refs);
+        destination.walk(refs);
     }
 }
 

@@ -7,21 +7,36 @@
 //! only in [`SecretString`](crate::contract::secret::SecretString)s. Steps
 //! run in order; the first that fails stops the run, so a failed wallet
 //! backup never leads to a snapshot, and a failed snapshot never to pruning.
+//!
+//! A job's lock (`--lock`, see `lock.rs`) is taken before the first step
+//! and released after the last, however the run ends: the kernel drops a
+//! host lock when the process dies, and an etcd lock lives only as long as
+//! its lease. The steps run alongside a watch on that lease and on SIGTERM
+//! (systemd's stop) and SIGINT: if either fires, the running step is
+//! stopped (its future dropped; a copy stops at its next file or chunk),
+//! the lock released, and the run fails with one line saying why. The
+//! runner is PID 1 in its container, where signals without a handler are
+//! ignored, so handling them is also what makes `systemctl stop` work.
 
+pub mod copy;
 pub mod ebs;
+pub mod lock;
 pub mod log;
 pub mod notify;
 pub mod retention;
 pub mod rpc;
 mod secrets;
 
+use std::cell::Cell;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::contract::RunnerStep;
 use crate::contract::invocation as flag;
+use crate::contract::lock::{HOST_LOCK_DIR, JobLock, OnBusy};
 
 /// Exit status when a step failed (or etcd could not be read).
 pub const EXIT_STEP_FAILED: i32 = 1;
@@ -81,6 +96,13 @@ pub struct Args {
     /// etcd connect and request timeout
     #[arg(long = flag::ETCD_TIMEOUT, value_name = "SPAN", default_value = "10s")]
     pub etcd_timeout: String,
+    /// The job's lock as JSON, held around all steps: `{"name":"backups","wait":"10s"}`
+    /// (a host lock) or `{"etcd":"/locks/backups","wait":"10s","on_busy":"skip"}`
+    #[arg(long = flag::LOCK, value_name = "JSON")]
+    pub lock: Option<String>,
+    /// Folder of host lock files (the unit mounts the host's here)
+    #[arg(long = flag::LOCK_DIR, value_name = "DIR", default_value = HOST_LOCK_DIR)]
+    pub lock_dir: PathBuf,
 }
 
 /// Why a run stopped.
@@ -115,7 +137,11 @@ pub fn main() -> i32 {
             return EXIT_STEP_FAILED;
         }
     };
-    match runtime.block_on(run(&args)) {
+    let result = runtime.block_on(run(&args));
+    // A copy stopped mid-run notices at its next file or chunk; do not
+    // wait long for a thread stuck in a system call.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => 0,
         Err(Failure::Config(message)) => {
             log::error(format!("{}: {message}", args.job));
@@ -153,12 +179,127 @@ pub fn parse_steps(raw: &[String]) -> Result<Vec<RunnerStep>, Failure> {
     Ok(steps)
 }
 
+/// Parses `--lock` and judges it by the contract, before anything runs.
+pub fn parse_lock(args: &Args) -> Result<Option<JobLock>, Failure> {
+    let Some(text) = &args.lock else {
+        return Ok(None);
+    };
+    let lock: JobLock = serde_json::from_str(text).map_err(|e| {
+        Failure::Config(format!(
+            "--lock: not a valid lock ({e}); the unit must be rendered by a unitgen that \
+             matches this runner"
+        ))
+    })?;
+    if let Some(v) = lock.check().into_iter().next() {
+        return Err(Failure::Config(format!("--lock: {v}; refused")));
+    }
+    if lock.is_etcd() && args.etcd_endpoints.is_empty() {
+        return Err(Failure::Config(
+            "--lock: an etcd lock needs --etcd-endpoint".into(),
+        ));
+    }
+    Ok(Some(lock))
+}
+
+/// SIGTERM (systemd's stop, forwarded by `docker run`) and SIGINT.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        let install =
+            |kind| signal(kind).map_err(|e| Failure::Step(format!("cannot handle signals: {e}")));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 pub async fn run(args: &Args) -> Result<(), Failure> {
     let steps = parse_steps(&args.steps)?;
-    let secrets = secrets::read(args, &steps).await?;
+    let lock = parse_lock(args)?;
+    let mut signals = Signals::install()?;
+    let secrets = tokio::select! {
+        s = secrets::read(args, &steps) => s?,
+        sig = signals.recv() => return Err(Failure::Step(format!("stopped by {sig} before the first step"))),
+    };
+    let mut held = match &lock {
+        None => None,
+        Some(l) if args.dry_run => {
+            log::info(format!(
+                "dry run: would take the {} (wait {}, then {})",
+                l.describe(),
+                l.wait.as_deref().unwrap_or("0"),
+                l.on_busy().as_str()
+            ));
+            None
+        }
+        Some(l) => match lock::take(args, l, &mut signals).await? {
+            lock::Taken::Held(held) => Some(held),
+            lock::Taken::Busy(why) if l.on_busy() == OnBusy::Skip => {
+                log::info(format!("{}: skipped: {why} (on_busy: skip)", args.job));
+                return Ok(());
+            }
+            lock::Taken::Busy(why) => return Err(Failure::Step(format!("{why} (on_busy: fail)"))),
+        },
+    };
+    let current = Cell::new(0);
+    let label = |i: usize| {
+        steps
+            .get(i)
+            .map(|s| format!("step {}/{} ({})", i + 1, steps.len(), s.label()))
+            .unwrap_or_default()
+    };
+    let result = {
+        let lost = async {
+            match held.as_mut() {
+                Some(h) => h.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = run_steps(args, &steps, &secrets, &current) => r,
+            lost = lost => Err(Failure::Step(format!(
+                "lost the {} during {}: {lost}; stopped the step so that no two runs hold the \
+                 lock at once; later steps did not run",
+                lock.as_ref().map(JobLock::describe).unwrap_or_default(),
+                label(current.get())
+            ))),
+            sig = signals.recv() => Err(Failure::Step(format!(
+                "stopped by {sig} during {}; later steps did not run",
+                label(current.get())
+            ))),
+        }
+    };
+    if let Some(held) = held {
+        held.release().await;
+    }
+    result
+}
+
+/// The steps in order; `current` says which one runs (for messages when
+/// the run is stopped from outside).
+async fn run_steps(
+    args: &Args,
+    steps: &[RunnerStep],
+    secrets: &secrets::Secrets,
+    current: &Cell<usize>,
+) -> Result<(), Failure> {
     let total = steps.len();
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
+        current.set(i);
         let label = format!("step {}/{total} ({})", i + 1, step.label());
         let t = Instant::now();
         let result = match step {
@@ -189,6 +330,17 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                     ..ebs::Options::default()
                 };
                 match ebs::run(&api, &args.job, job, &options).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_config() => Err(Failure::Config(format!("{label}: {e}"))),
+                    Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
+                }
+            }
+            RunnerStep::Copy(job) => {
+                let options = copy::Options {
+                    dry_run: args.dry_run,
+                    ..copy::Options::default()
+                };
+                match copy::run_async(&args.job, job, options).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.is_config() => Err(Failure::Config(format!("{label}: {e}"))),
                     Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
@@ -275,6 +427,13 @@ mod tests {
                 username: Some("runner".into()),
                 password_file: Some("/pw".into()),
             }),
+            lock: Some(JobLock {
+                name: None,
+                etcd: Some("/locks/j".into()),
+                wait: Some("10s".into()),
+                on_busy: Some(OnBusy::Skip),
+                ttl: Some("5s".into()),
+            }),
             steps: vec![step.clone()],
         };
         let mut argv = vec!["unitgen-runner".to_owned()];
@@ -285,5 +444,7 @@ mod tests {
         assert_eq!(args.etcd_user.as_deref(), Some("runner"));
         assert_eq!(args.etcd_password_file, Some(PathBuf::from("/pw")));
         assert_eq!(parse_steps(&args.steps).unwrap(), vec![step]);
+        assert_eq!(parse_lock(&args).unwrap(), invocation.lock);
+        assert_eq!(args.lock_dir, PathBuf::from(HOST_LOCK_DIR));
     }
 }

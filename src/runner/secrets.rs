@@ -39,7 +39,7 @@ impl Secrets {
     }
 }
 
-fn settings(args: &Args) -> Result<Settings, Failure> {
+pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
     let timeout = crate::contract::timespan::parse(&args.etcd_timeout)
         .map_err(|e| Failure::Config(format!("--etcd-timeout {e}")))?;
     let password =

@@ -4,12 +4,15 @@
 
 use super::Cx;
 use super::etcd::RunnerEtcdArgs;
+use crate::contract::lock::JobLock;
 use crate::diag::{KeyPath, shown};
 use crate::generate::escape::{self, EnvAssignment, ExecLine, ExecWord};
 use crate::generate::model::Command;
 use crate::generate::spec::{ContainerSpec, Defaults, Job, PullPolicy, Str};
 
 const DEFAULT_DOCKER: &str = "/usr/bin/docker";
+/// `contract::lock::HOST_LOCK_DIR` on the host, at the same path inside.
+const HOST_LOCK_VOLUME: &str = "/run/lock/unitgen:/run/lock/unitgen";
 
 /// A service's commands and environment, validated.
 pub(super) struct Run {
@@ -19,6 +22,8 @@ pub(super) struct Run {
     pub exec_start_pre: Vec<Command>,
     pub exec_start: Command,
     pub exec_stop_post: Vec<Command>,
+    /// `SuccessExitStatus=`: a host command's busy lock with `on_busy: skip`.
+    pub success_exit_status: Option<u8>,
 }
 
 /// A container job, validated.
@@ -45,6 +50,7 @@ impl Cx<'_> {
         path: &KeyPath,
     ) -> Option<Run> {
         let environment = self.environment(job, path);
+        let lock = self.lock(job, defaults, path);
         if let Some(command) = &job.command {
             let p = path.key("command");
             if job.container.is_some() || !job.steps.is_empty() {
@@ -69,8 +75,21 @@ impl Cx<'_> {
                 };
                 argv.push(word);
             }
-            let mut argv = argv.into_iter().collect::<Option<Vec<_>>>()?.into_iter();
-            let line = ExecLine::new(argv.next()?).inline(argv);
+            let argv = argv.into_iter().collect::<Option<Vec<_>>>()?;
+            let mut exec_start_pre = Vec::new();
+            let mut success_exit_status = None;
+            let mut words = match lock? {
+                Some(lock) => {
+                    let (words, skip) = self.flock_words(&lock, &path.key("lock"))?;
+                    exec_start_pre.push(self.lock_dir_command());
+                    success_exit_status = skip;
+                    words
+                }
+                None => Vec::new(),
+            };
+            words.extend(argv);
+            let mut words = words.into_iter();
+            let line = ExecLine::new(words.next()?).inline(words);
             let mut env = Vec::new();
             for (k, v) in environment? {
                 match EnvAssignment::new(&k, &v) {
@@ -81,17 +100,20 @@ impl Cx<'_> {
             return Some(Run {
                 container: None,
                 environment: env,
-                exec_start_pre: Vec::new(),
+                exec_start_pre,
                 exec_start: Command {
                     ignore_failure: false,
                     line,
                 },
                 exec_stop_post: Vec::new(),
+                success_exit_status,
             });
         }
         let docker = self.docker_path(defaults);
-        let c = self.container(name, job, defaults, etcd, path);
-        let (docker, c, environment) = (docker?, c?, environment?);
+        let known_lock = lock.as_ref().and_then(Option::as_ref);
+        let c = self.container(name, job, defaults, etcd, known_lock, path);
+        let (docker, c, environment, lock) = (docker?, c?, environment?, lock?);
+        let host_lock = lock.as_ref().is_some_and(|l| !l.is_etcd());
         let cname = self.word(&c.name, &path.key("container").key("name"))?;
         // `-`: a missing container is the normal case, not a failure.
         let cleanup = Command {
@@ -123,6 +145,15 @@ impl Cx<'_> {
         for volume in c.volumes {
             run.group([ExecWord::literal("--volume"), volume]);
         }
+        if host_lock {
+            // The host's lock folder, so that the runner's flock(2) and any
+            // other holder's (a host command's flock(1), another job's
+            // runner) are on the same file.
+            run.group([
+                ExecWord::literal("--volume"),
+                ExecWord::literal(HOST_LOCK_VOLUME),
+            ]);
+        }
         for (k, v) in environment {
             let word = self.word(&format!("{k}={v}"), &path.key("environment").key(&k))?;
             run.group([ExecWord::literal("--env"), word]);
@@ -139,15 +170,20 @@ impl Cx<'_> {
         for group in c.command {
             run.group(group);
         }
+        let mut exec_start_pre = vec![cleanup.clone()];
+        if host_lock {
+            exec_start_pre.push(self.lock_dir_command());
+        }
         Some(Run {
             container: Some(c.name),
             environment: Vec::new(),
-            exec_start_pre: vec![cleanup.clone()],
+            exec_start_pre,
             exec_start: Command {
                 ignore_failure: false,
                 line: run,
             },
             exec_stop_post: vec![cleanup],
+            success_exit_status: None,
         })
     }
 
@@ -184,6 +220,7 @@ impl Cx<'_> {
         job: &Job,
         defaults: &Defaults,
         etcd: &RunnerEtcdArgs,
+        lock: Option<&JobLock>,
         path: &KeyPath,
     ) -> Option<Container> {
         let empty = ContainerSpec::default();
@@ -199,6 +236,10 @@ impl Cx<'_> {
                 self.err(&cpath.key("command"), "`container.command` replaces the runner, so it cannot be combined with `steps`");
                 return None;
             }
+            Some(_) if job.lock.is_some() => {
+                self.key_err(&path.key("lock"), "a lock is held by unitgen-runner, which `container.command` replaces; give the job `steps`, or run a host `command` (which `flock(1)` can hold a host lock around)");
+                return None;
+            }
             Some(cmd) => {
                 let mut words = Vec::new();
                 for (i, w) in cmd.iter().enumerate() {
@@ -208,7 +249,7 @@ impl Cx<'_> {
                 }
                 Some(vec![words.into_iter().collect::<Option<Vec<_>>>()?])
             }
-            None => self.runner_command(name, job, defaults, etcd, host_network, path),
+            None => self.runner_command(name, job, defaults, etcd, lock, path),
         };
         let image_path = if spec.image.is_some() {
             cpath.key("image")
@@ -292,6 +333,7 @@ impl Cx<'_> {
             links.extend(self.word(&text, &p));
         }
         let mut volumes = Vec::new();
+        let mut volume_texts = Vec::new();
         for (i, v) in spec.volumes.iter().enumerate() {
             let p = cpath.key("volumes").index(i);
             let Some(text) = self.str(v, &p) else {
@@ -302,9 +344,13 @@ impl Cx<'_> {
                 continue;
             }
             volumes.extend(self.word(&text, &p));
+            volume_texts.push(text);
         }
         if links.len() != spec.links.len() || volumes.len() != spec.volumes.len() {
             return None;
+        }
+        if spec.command.is_none() {
+            self.copy_mounts(job, &volume_texts, path);
         }
         Some(Container {
             name: cname?,
@@ -423,5 +469,12 @@ mod tests {
         assert!(check_volume("/a").is_err());
         assert!(check_volume("/a:b").is_err());
         assert!(check_volume("/a:/b:rwx").is_err());
+    }
+
+    #[test]
+    fn the_lock_mount_is_the_runners_lock_folder_on_both_sides() {
+        use crate::contract::lock::HOST_LOCK_DIR;
+        assert_eq!(HOST_LOCK_VOLUME, format!("{HOST_LOCK_DIR}:{HOST_LOCK_DIR}"));
+        assert!(check_volume(HOST_LOCK_VOLUME).is_ok());
     }
 }

@@ -10,12 +10,16 @@
 //! - `timer.rs`: schedules and timer options;
 //! - `container.rs`: what a service runs (host command or container), the
 //!   docker command lines;
-//! - `steps.rs`: runner steps, judged by the contract (`contract/`);
+//! - `steps.rs`: runner steps, judged by the contract (`contract/`), and
+//!   `copy.rs`, the copy step's folders mounted into the container;
+//! - `lock.rs`: the job's lock, and how the service takes it;
 //! - `fleet.rs`: fleet placement and fleet's limits.
 
 mod container;
+mod copy;
 pub mod etcd;
 pub mod fleet;
+mod lock;
 mod notify;
 mod steps;
 mod timer;
@@ -395,6 +399,7 @@ impl Cx<'_> {
                     exec_start_pre: run.exec_start_pre,
                     exec_start: run.exec_start,
                     exec_stop_post: run.exec_stop_post,
+                    success_exit_status: run.success_exit_status,
                     x_fleet: service_fleet,
                     job: job_value.clone(),
                 },

@@ -5,6 +5,7 @@
 use super::Cx;
 use super::etcd::RunnerEtcdArgs;
 use crate::contract::invocation::Invocation;
+use crate::contract::lock::JobLock;
 use crate::contract::secret::is_etcd_key;
 use crate::contract::{Maybe, RpcCall, RunnerStep, SnapshotJob};
 use crate::diag::{KeyPath, shown};
@@ -22,9 +23,13 @@ impl Cx<'_> {
         job: &Job,
         defaults: &Defaults,
         etcd: &RunnerEtcdArgs,
-        host_network: bool,
+        lock: Option<&JobLock>,
         path: &KeyPath,
     ) -> Option<Vec<Vec<ExecWord>>> {
+        let host_network = job
+            .container
+            .as_ref()
+            .is_some_and(|c| matches!(&c.network, Some(Str::Literal(n)) if n == "host"));
         let rp = KeyPath::root().key("defaults").key("runner");
         let runner = match &defaults.runner {
             Some(r) => self.str(r, &rp),
@@ -39,13 +44,23 @@ impl Cx<'_> {
             .collect();
         let steps: Vec<RunnerStep> = steps.into_iter().collect::<Option<_>>()?;
         let runner = runner?;
-        let reads_etcd = Invocation::reads_etcd(&steps);
+        let reads_secrets = Invocation::reads_etcd(&steps);
+        let etcd_lock = lock.is_some_and(JobLock::is_etcd);
+        let reads_etcd = reads_secrets || etcd_lock;
+        // What the runner does with etcd, for the messages below.
+        let uses = if reads_secrets {
+            "reads secrets from etcd"
+        } else {
+            "holds its lock in etcd"
+        };
         if reads_etcd {
             if etcd.etcd.endpoints.is_empty() {
-                self.key_err(
-                    path,
-                    "steps read secrets from etcd at run time, but `etcd.endpoints` is empty",
-                );
+                let message = if reads_secrets {
+                    "steps read secrets from etcd at run time, but `etcd.endpoints` is empty"
+                } else {
+                    "`lock.etcd` needs etcd at run time, but `etcd.endpoints` is empty"
+                };
+                self.key_err(path, message);
                 return None;
             }
             if !host_network
@@ -59,7 +74,7 @@ impl Cx<'_> {
                 self.err(
                     &at,
                     format!(
-                        "job `{name}` reads secrets from etcd inside its container, where `{}` is the container itself, \
+                        "job `{name}` {uses} inside its container, where `{}` is the container itself, \
                          not the host; set `etcd.runner.endpoints` to an address the container can reach \
                          (the docker0 address, e.g. http://172.17.0.1:2379), or use `container.network: host`",
                         shown(e)
@@ -71,6 +86,7 @@ impl Cx<'_> {
         let invocation = Invocation {
             job: name.to_owned(),
             etcd: reads_etcd.then(|| etcd.etcd.clone()),
+            lock: lock.cloned(),
             steps,
         };
         let mut groups = Vec::new();
@@ -99,6 +115,10 @@ impl Cx<'_> {
             Step::EbsSnapshot(s) => {
                 let p = path.key("ebs_snapshot");
                 (p.clone(), RunnerStep::EbsSnapshot(self.snapshot(s, &p)))
+            }
+            Step::Copy(s) => {
+                let p = path.key("copy");
+                (p.clone(), RunnerStep::Copy(self.copy(s, &p)))
             }
         };
         let before = self.problems.len();
