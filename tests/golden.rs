@@ -15,7 +15,7 @@ fn cases() -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("tests/cases")
         .map(|e| e.unwrap().path())
-        .filter(|p| p.join("unitgen.yaml").exists())
+        .filter(|p| p.join("unitgen.yaml").exists() && !p.join("expected.stderr").exists())
         .collect();
     cases.sort();
     assert!(
@@ -37,6 +37,59 @@ fn render_case(case: &Path, out: &Path) -> Run {
         cmd.arg("--values").arg(case.join("values.yaml"));
     }
     run(&mut cmd)
+}
+
+/// The error catalogue: cases with `expected.stderr` instead of an output
+/// tree hold a spec that must be refused, and exactly what `unitgen
+/// validate` says about it (run in the case's folder, so paths are short).
+fn error_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/cases")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.stderr").exists())
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn error_catalogue_matches() {
+    let bless = std::env::var_os("UNITGEN_BLESS").is_some();
+    let cases = error_cases();
+    assert!(
+        cases.len() >= 5,
+        "expected the error cases under tests/cases"
+    );
+    let mut failures = Vec::new();
+    for case in cases {
+        let mut cmd = unitgen();
+        cmd.args(["validate", "-f", "unitgen.yaml"])
+            .current_dir(&case);
+        if case.join("values.yaml").exists() {
+            cmd.args(["--values", "values.yaml"]);
+        }
+        let r = run(&mut cmd);
+        assert_eq!(r.status, 2, "{}: {}", case.display(), r.stderr);
+        let path = case.join("expected.stderr");
+        if bless {
+            write(&path, &r.stderr);
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap();
+        if r.stderr != want {
+            let diff = similar::TextDiff::from_lines(&want, &r.stderr)
+                .unified_diff()
+                .header("expected.stderr", "stderr")
+                .to_string();
+            failures.push(format!("{}:\n{diff}", case.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "error messages differ (UNITGEN_BLESS=1 to accept):\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -399,6 +399,10 @@ pub fn suggest_job_name(name: &str) -> String {
         out.remove(0);
     }
     out.truncate(UNIT_NAME_MAX - ".service".len());
+    // `my backup!` reads better as `my-backup` than `my-backup-`.
+    while out.len() > 1 && out.ends_with('-') {
+        out.pop();
+    }
     out
 }
 
@@ -537,7 +541,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest_job_name("My Backup!"), "My-Backup-");
+        assert_eq!(suggest_job_name("My Backup!"), "My-Backup");
         assert_eq!(suggest_job_name("..x@y@z"), "x-y-z");
     }
 }
