@@ -245,7 +245,7 @@ pub async fn take(args: &Args, lock: &JobLock, signals: &mut Signals) -> Result<
         }
         LockKind::Etcd { key } => {
             let ttl = lock.ttl().map_err(Failure::Config)?;
-            let etcd = Etcd::connect(&super::secrets::settings(args)?)
+            let etcd = Etcd::connect(&args.etcd.settings().map_err(|e| etcd_failure(key, e))?)
                 .await
                 .map_err(|e| etcd_failure(key, e))?;
             let mut contender = tokio::select! {

@@ -25,7 +25,7 @@ pub mod log;
 pub mod notify;
 pub mod retention;
 pub mod rpc;
-mod secrets;
+pub mod secrets;
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -75,27 +75,8 @@ pub struct Args {
     /// what retention would delete
     #[arg(long = flag::DRY_RUN)]
     pub dry_run: bool,
-    /// etcd endpoint for secrets; repeat for several
-    #[arg(long = flag::ETCD_ENDPOINT, value_name = "URL")]
-    pub etcd_endpoints: Vec<String>,
-    /// CA certificate (PEM) for https:// etcd endpoints
-    #[arg(long = flag::ETCD_CA_FILE, value_name = "FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
-    /// etcd client certificate (PEM)
-    #[arg(long = flag::ETCD_CERT_FILE, value_name = "FILE")]
-    pub etcd_cert_file: Option<PathBuf>,
-    /// etcd client key (PEM)
-    #[arg(long = flag::ETCD_KEY_FILE, value_name = "FILE")]
-    pub etcd_key_file: Option<PathBuf>,
-    /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
-    #[arg(long = flag::ETCD_USER, value_name = "USER")]
-    pub etcd_user: Option<String>,
-    /// File holding the etcd password (mounted into the container)
-    #[arg(long = flag::ETCD_PASSWORD_FILE, value_name = "FILE")]
-    pub etcd_password_file: Option<PathBuf>,
-    /// etcd connect and request timeout
-    #[arg(long = flag::ETCD_TIMEOUT, value_name = "SPAN", default_value = "10s")]
-    pub etcd_timeout: String,
+    #[command(flatten)]
+    pub etcd: secrets::EtcdFlags,
     /// The job's lock as JSON, held around all steps: `{"name":"backups","wait":"10s"}`
     /// (a host lock) or `{"etcd":"/locks/backups","wait":"10s","on_busy":"skip"}`
     #[arg(long = flag::LOCK, value_name = "JSON")]
@@ -193,7 +174,7 @@ pub fn parse_lock(args: &Args) -> Result<Option<JobLock>, Failure> {
     if let Some(v) = lock.check().into_iter().next() {
         return Err(Failure::Config(format!("--lock: {v}; refused")));
     }
-    if lock.is_etcd() && args.etcd_endpoints.is_empty() {
+    if lock.is_etcd() && args.etcd.endpoints.is_empty() {
         return Err(Failure::Config(
             "--lock: an etcd lock needs --etcd-endpoint".into(),
         ));
@@ -231,7 +212,7 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
     let lock = parse_lock(args)?;
     let mut signals = Signals::install()?;
     let secrets = tokio::select! {
-        s = secrets::read(args, &steps) => s?,
+        s = secrets::read(&args.etcd, &steps) => s?,
         sig = signals.recv() => return Err(Failure::Step(format!("stopped by {sig} before the first step"))),
     };
     let mut held = match &lock {
@@ -440,9 +421,9 @@ mod tests {
         argv.extend(invocation.arg_groups().into_iter().flatten());
         let args = Args::try_parse_from(argv).expect("the runner parses what the generator writes");
         assert_eq!(args.job, "j");
-        assert_eq!(args.etcd_endpoints.len(), 2);
-        assert_eq!(args.etcd_user.as_deref(), Some("runner"));
-        assert_eq!(args.etcd_password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(args.etcd.endpoints.len(), 2);
+        assert_eq!(args.etcd.user.as_deref(), Some("runner"));
+        assert_eq!(args.etcd.password_file, Some(PathBuf::from("/pw")));
         assert_eq!(parse_steps(&args.steps).unwrap(), vec![step]);
         assert_eq!(parse_lock(&args).unwrap(), invocation.lock);
         assert_eq!(args.lock_dir, PathBuf::from(HOST_LOCK_DIR));

@@ -3,11 +3,13 @@
 //! step needs is the contract's answer ([`RunnerStep::secrets`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Args, Failure, log};
+use super::{Failure, log};
 use crate::contract::RunnerStep;
 use crate::contract::aws::{ACCESS_KEY_ID, Credentials, SECRET_ACCESS_KEY};
+use crate::contract::invocation as flag;
 use crate::contract::secret::SecretString;
 use crate::etcd::{Etcd, EtcdError, Settings};
 
@@ -39,45 +41,79 @@ impl Secrets {
     }
 }
 
-pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
-    let timeout = crate::contract::timespan::parse(&args.etcd_timeout)
-        .map_err(|e| Failure::Config(format!("--etcd-timeout {e}")))?;
-    let password =
-        crate::etcd::password(args.etcd_password_file.as_deref()).map_err(etcd_failure)?;
-    Ok(Settings {
-        endpoints: args.etcd_endpoints.clone(),
-        ca_file: args.etcd_ca_file.clone(),
-        cert_file: args.etcd_cert_file.clone(),
-        key_file: args.etcd_key_file.clone(),
-        user: args.etcd_user.clone(),
-        password,
-        timeout: Some(timeout.unwrap_or(Duration::from_secs(3600))),
-    })
+/// How the runner reaches etcd: the flags the generator writes from the
+/// spec's `etcd.runner` (contract/invocation.rs), shared by every runner
+/// command that reads a secret.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EtcdFlags {
+    /// etcd endpoint for secrets; repeat for several
+    #[arg(long = flag::ETCD_ENDPOINT, value_name = "URL")]
+    pub endpoints: Vec<String>,
+    /// CA certificate (PEM) for https:// etcd endpoints
+    #[arg(long = flag::ETCD_CA_FILE, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// etcd client certificate (PEM)
+    #[arg(long = flag::ETCD_CERT_FILE, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// etcd client key (PEM)
+    #[arg(long = flag::ETCD_KEY_FILE, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
+    #[arg(long = flag::ETCD_USER, value_name = "USER")]
+    pub user: Option<String>,
+    /// File holding the etcd password (mounted into the container)
+    #[arg(long = flag::ETCD_PASSWORD_FILE, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// etcd connect and request timeout
+    #[arg(long = flag::ETCD_TIMEOUT, value_name = "SPAN", default_value = "10s")]
+    pub timeout: String,
 }
 
-/// Every secret the steps need; nothing is connected when none is.
-pub async fn read(args: &Args, steps: &[RunnerStep]) -> Result<Secrets, Failure> {
-    let keys: Vec<String> = steps
-        .iter()
-        .flat_map(RunnerStep::secrets)
-        .map(|s| s.key)
-        .collect();
-    let mut secrets = Secrets::default();
-    if keys.is_empty() {
-        return Ok(secrets);
+impl EtcdFlags {
+    pub fn settings(&self) -> Result<Settings, EtcdError> {
+        let timeout = crate::contract::timespan::parse(&self.timeout)
+            .map_err(|e| EtcdError::Config(format!("--etcd-timeout {e}")))?;
+        Ok(Settings {
+            endpoints: self.endpoints.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            user: self.user.clone(),
+            password: crate::etcd::password(self.password_file.as_deref())?,
+            timeout: Some(timeout.unwrap_or(Duration::from_secs(3600))),
+        })
     }
-    let etcd = Etcd::connect(&settings(args)?)
-        .await
-        .map_err(etcd_failure)?;
-    for key in keys {
-        let value = etcd.secret(&key).await.map_err(etcd_failure)?;
-        secrets.0.insert(key, value);
+
+    /// Reads `keys` (each once, in order); nothing is connected when there
+    /// are none. Returns the values and the endpoints that answered.
+    pub async fn read(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Result<(BTreeMap<String, SecretString>, Option<String>), EtcdError> {
+        let mut out = BTreeMap::new();
+        let mut keys = keys.into_iter().peekable();
+        if keys.peek().is_none() {
+            return Ok((out, None));
+        }
+        let etcd = Etcd::connect(&self.settings()?).await?;
+        for key in keys {
+            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(key) {
+                let value = etcd.secret(slot.key()).await?;
+                slot.insert(value);
+            }
+        }
+        Ok((out, Some(etcd.endpoints().to_owned())))
     }
-    log::info(format!(
-        "read the job's secrets from etcd at {}",
-        etcd.endpoints()
-    ));
-    Ok(secrets)
+}
+
+/// Every secret the steps need, before any step runs.
+pub async fn read(flags: &EtcdFlags, steps: &[RunnerStep]) -> Result<Secrets, Failure> {
+    let keys = steps.iter().flat_map(RunnerStep::secrets).map(|s| s.key);
+    let (values, from) = flags.read(keys).await.map_err(etcd_failure)?;
+    if let Some(endpoints) = from {
+        log::info(format!("read the job's secrets from etcd at {endpoints}"));
+    }
+    Ok(Secrets(values))
 }
 
 fn etcd_failure(e: EtcdError) -> Failure {

@@ -300,25 +300,8 @@ impl Etcd {
     /// Enables authentication with a `root` user and `user`, who may read
     /// everything.
     pub fn enable_auth(&mut self, user: &str, password: &str) {
-        self.ctl(&["user", "add", "root", "--new-user-password=rootpw"]);
-        self.ctl(&["role", "add", "reader"]);
-        self.ctl(&[
-            "role",
-            "grant-permission",
-            "reader",
-            "--prefix=true",
-            "read",
-            "/",
-        ]);
-        self.ctl(&[
-            "user",
-            "add",
-            user,
-            &format!("--new-user-password={password}"),
-        ]);
-        self.ctl(&["user", "grant-role", user, "reader"]);
-        self.ctl(&["auth", "enable"]);
-        self.auth = Some("root:rootpw".into());
+        enable_auth(|args| drop(self.ctl(args)), user, password);
+        self.auth = Some(ROOT_AUTH.into());
     }
 
     pub fn stop(&mut self) {
@@ -347,4 +330,30 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `root`'s credentials once [`enable_auth`] ran.
+pub const ROOT_AUTH: &str = "root:rootpw";
+
+/// Turns on etcd's authentication through `ctl` (etcdctl with the
+/// cluster's endpoints): a `root` user, and `user`, who may read every key.
+pub fn enable_auth(ctl: impl Fn(&[&str]), user: &str, password: &str) {
+    ctl(&["user", "add", "root", "--new-user-password=rootpw"]);
+    ctl(&["role", "add", "reader"]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "--prefix=true",
+        "read",
+        "/",
+    ]);
+    ctl(&[
+        "user",
+        "add",
+        user,
+        &format!("--new-user-password={password}"),
+    ]);
+    ctl(&["user", "grant-role", user, "reader"]);
+    ctl(&["auth", "enable"]);
 }

@@ -328,25 +328,8 @@ impl Cluster {
     /// Enables authentication with a `root` user and `user`, who may read
     /// everything.
     pub fn enable_auth(&mut self, user: &str, password: &str) {
-        self.ctl(&["user", "add", "root", "--new-user-password=rootpw"]);
-        self.ctl(&["role", "add", "reader"]);
-        self.ctl(&[
-            "role",
-            "grant-permission",
-            "reader",
-            "--prefix=true",
-            "read",
-            "/",
-        ]);
-        self.ctl(&[
-            "user",
-            "add",
-            user,
-            &format!("--new-user-password={password}"),
-        ]);
-        self.ctl(&["user", "grant-role", user, "reader"]);
-        self.ctl(&["auth", "enable"]);
-        self.auth = Some("root:rootpw".into());
+        super::etcd::enable_auth(|args| drop(self.ctl(args)), user, password);
+        self.auth = Some(super::etcd::ROOT_AUTH.into());
     }
 
     /// The value member `i` holds for `key`, read locally (serializable):

@@ -187,6 +187,17 @@ impl Cx<'_> {
         })
     }
 
+    /// A container image reference, as a word of the `docker run` line.
+    pub(super) fn image(&mut self, value: &Str, path: &KeyPath) -> Option<ExecWord> {
+        let image = self.str(value, path)?;
+        if is_image_ref(&image) {
+            self.word(&image, path)
+        } else {
+            self.err(path, format!("`{}` is not a container image reference such as `registry.example.com/unitgen-runner:0.1.0`", shown(&image)));
+            None
+        }
+    }
+
     fn environment(&mut self, job: &Job, path: &KeyPath) -> Option<Vec<(String, String)>> {
         let mut out = Vec::new();
         let mut ok = true;
@@ -257,14 +268,7 @@ impl Cx<'_> {
             KeyPath::root().key("defaults").key("image")
         };
         let image = match spec.image.as_ref().or(defaults.image.as_ref()) {
-            Some(i) => self.str(i, &image_path).and_then(|image| {
-                if is_image_ref(&image) {
-                    self.word(&image, &image_path)
-                } else {
-                    self.err(&image_path, format!("`{}` is not a container image reference such as `registry.example.com/unitgen-runner:0.1.0`", shown(&image)));
-                    None
-                }
-            }),
+            Some(i) => self.image(i, &image_path),
             None => {
                 self.key_err(
                     path,
@@ -396,7 +400,7 @@ fn container_name(job: &str) -> String {
 
 /// A conservative image reference check: `[registry[:port]/]path[:tag][@digest]`.
 /// Above all it must not start with `-`, which docker would take as an option.
-pub(super) fn is_image_ref(image: &str) -> bool {
+fn is_image_ref(image: &str) -> bool {
     let mut b = image.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && image.len() <= 512

@@ -91,3 +91,44 @@ impl Cx<'_> {
         args
     }
 }
+
+impl Cx<'_> {
+    /// Whether a container that reads etcd at run time can reach it:
+    /// endpoints exist, and none is the loopback unless the container
+    /// shares the host's network. `who` says who reads it (`job `x` reads
+    /// secrets from etcd`), `empty` what to say without endpoints, `network`
+    /// the key that gives the container the host's network.
+    pub(super) fn runner_reaches_etcd(
+        &mut self,
+        etcd: &RunnerEtcdArgs,
+        host_network: bool,
+        at: &KeyPath,
+        who: &str,
+        empty: &str,
+        network: &str,
+    ) -> bool {
+        if etcd.etcd.endpoints.is_empty() {
+            self.key_err(at, empty);
+            return false;
+        }
+        let loopback = etcd
+            .etcd
+            .endpoints
+            .iter()
+            .find(|e| crate::contract::url::is_loopback(e));
+        if let (false, Some(e)) = (host_network, loopback) {
+            let p = etcd.endpoints_path.clone().unwrap_or_else(|| at.clone());
+            self.err(
+                &p,
+                format!(
+                    "{who} inside its container, where `{}` is the container itself, not the host; \
+                     set `etcd.runner.endpoints` to an address the container can reach (the docker0 \
+                     address, e.g. http://172.17.0.1:2379), or use `{network}: host`",
+                    crate::diag::shown(e)
+                ),
+            );
+            return false;
+        }
+        true
+    }
+}

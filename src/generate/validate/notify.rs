@@ -19,7 +19,7 @@
 //! lines").
 
 use super::Cx;
-use super::container::{check_volume, is_docker_name, is_image_ref, pull_word};
+use super::container::{check_volume, is_docker_name, pull_word};
 use super::etcd::RunnerEtcdArgs;
 use super::steps::DEFAULT_RUNNER;
 use crate::contract::notify::{Endpoint, Event, LOG_LINES, Mail, Notifiers, NotifyInvocation};
@@ -433,14 +433,7 @@ impl Cx<'_> {
             ),
         };
         let image = match image {
-            Some(i) => self.str(i, &image_path).and_then(|image| {
-                if is_image_ref(&image) {
-                    self.word(&image, &image_path)
-                } else {
-                    self.err(&image_path, format!("`{}` is not a container image reference such as `registry.example.com/unitgen-runner:0.1.0`", shown(&image)));
-                    None
-                }
-            }),
+            Some(i) => self.image(i, &image_path),
             None => {
                 self.key_err(
                     own_path,
@@ -551,31 +544,14 @@ impl Cx<'_> {
 
     /// The notifier reads secrets from etcd: the same rules as a job's steps.
     fn notify_etcd(&mut self, name: &str, etcd: &RunnerEtcdArgs, at: &KeyPath, host_network: bool) {
-        if etcd.etcd.endpoints.is_empty() {
-            self.key_err(
-                at,
-                "the notifier reads secrets from etcd at run time, but `etcd.endpoints` is empty",
-            );
-            return;
-        }
-        if !host_network
-            && let Some(e) = etcd
-                .etcd
-                .endpoints
-                .iter()
-                .find(|e| crate::contract::url::is_loopback(e))
-        {
-            let p = etcd.endpoints_path.clone().unwrap_or_else(|| at.clone());
-            self.err(
-                &p,
-                format!(
-                    "job `{name}`'s notifier reads secrets from etcd inside its container, where `{}` is the \
-                     container itself, not the host; set `etcd.runner.endpoints` to an address the container \
-                     can reach (the docker0 address, e.g. http://172.17.0.1:2379), or use `notify.network: host`",
-                    shown(e)
-                ),
-            );
-        }
+        self.runner_reaches_etcd(
+            etcd,
+            host_network,
+            at,
+            &format!("job `{name}`'s notifier reads secrets from etcd"),
+            "the notifier reads secrets from etcd at run time, but `etcd.endpoints` is empty",
+            "notify.network",
+        );
     }
 
     /// `docker run --rm ... IMAGE RUNNER notify --event E ...`.

@@ -8,7 +8,7 @@ use crate::contract::invocation::Invocation;
 use crate::contract::lock::JobLock;
 use crate::contract::secret::is_etcd_key;
 use crate::contract::{Maybe, RpcCall, RunnerStep, SnapshotJob};
-use crate::diag::{KeyPath, shown};
+use crate::diag::KeyPath;
 use crate::generate::escape::{self, ExecWord};
 use crate::generate::spec::{Defaults, EbsSnapshotStep, Job, RpcStep, Step, Str};
 
@@ -54,32 +54,14 @@ impl Cx<'_> {
             "holds its lock in etcd"
         };
         if reads_etcd {
-            if etcd.etcd.endpoints.is_empty() {
-                let message = if reads_secrets {
-                    "steps read secrets from etcd at run time, but `etcd.endpoints` is empty"
-                } else {
-                    "`lock.etcd` needs etcd at run time, but `etcd.endpoints` is empty"
-                };
-                self.key_err(path, message);
-                return None;
-            }
-            if !host_network
-                && let Some(e) = etcd
-                    .etcd
-                    .endpoints
-                    .iter()
-                    .find(|e| crate::contract::url::is_loopback(e))
+            let empty = if reads_secrets {
+                "steps read secrets from etcd at run time, but `etcd.endpoints` is empty"
+            } else {
+                "`lock.etcd` needs etcd at run time, but `etcd.endpoints` is empty"
+            };
+            let who = format!("job `{name}` {uses}");
+            if !self.runner_reaches_etcd(etcd, host_network, path, &who, empty, "container.network")
             {
-                let at = etcd.endpoints_path.clone().unwrap_or_else(|| path.clone());
-                self.err(
-                    &at,
-                    format!(
-                        "job `{name}` {uses} inside its container, where `{}` is the container itself, \
-                         not the host; set `etcd.runner.endpoints` to an address the container can reach \
-                         (the docker0 address, e.g. http://172.17.0.1:2379), or use `container.network: host`",
-                        shown(e)
-                    ),
-                );
                 return None;
             }
         }

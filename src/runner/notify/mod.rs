@@ -40,8 +40,6 @@ pub mod smtp;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Read as _};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -50,7 +48,6 @@ use crate::contract::invocation as flag;
 use crate::contract::notify::{self as contract, Event, HttpUrl, LOG_LINES, Notifiers};
 use crate::contract::secret::SecretString;
 use crate::diag::{cut, flat};
-use crate::etcd::{Etcd, Settings};
 
 /// A notifier could not be reached, or refused (each one a warning).
 pub const EXIT_NOT_DELIVERED: i32 = 1;
@@ -91,27 +88,8 @@ pub struct Args {
     /// The notifiers, as JSON
     #[arg(long = contract::NOTIFY, value_name = "JSON")]
     pub notify: String,
-    /// etcd endpoint for secrets; repeat for several
-    #[arg(long = flag::ETCD_ENDPOINT, value_name = "URL")]
-    pub etcd_endpoints: Vec<String>,
-    /// CA certificate (PEM) for https:// etcd endpoints
-    #[arg(long = flag::ETCD_CA_FILE, value_name = "FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
-    /// etcd client certificate (PEM)
-    #[arg(long = flag::ETCD_CERT_FILE, value_name = "FILE")]
-    pub etcd_cert_file: Option<PathBuf>,
-    /// etcd client key (PEM)
-    #[arg(long = flag::ETCD_KEY_FILE, value_name = "FILE")]
-    pub etcd_key_file: Option<PathBuf>,
-    /// etcd user; the password comes from UNITGEN_ETCD_PASSWORD or --etcd-password-file
-    #[arg(long = flag::ETCD_USER, value_name = "USER")]
-    pub etcd_user: Option<String>,
-    /// File holding the etcd password
-    #[arg(long = flag::ETCD_PASSWORD_FILE, value_name = "FILE")]
-    pub etcd_password_file: Option<PathBuf>,
-    /// etcd connect and request timeout
-    #[arg(long = flag::ETCD_TIMEOUT, value_name = "SPAN", default_value = "10s")]
-    pub etcd_timeout: String,
+    #[command(flatten)]
+    pub etcd: crate::runner::secrets::EtcdFlags,
 }
 
 /// How a run of the job ended, in systemd's words.
@@ -588,35 +566,12 @@ async fn read_secrets(
     args: &Args,
     notifiers: &Notifiers,
 ) -> Result<BTreeMap<String, SecretString>, Refused> {
-    let keys: Vec<String> = notifiers.secrets().into_iter().map(|s| s.key).collect();
-    let mut out = BTreeMap::new();
-    if keys.is_empty() {
-        return Ok(out);
-    }
-    let timeout = crate::contract::timespan::parse(&args.etcd_timeout)
-        .map_err(|e| Refused::Config(format!("--etcd-timeout {e}")))?;
-    let password = crate::etcd::password(args.etcd_password_file.as_deref())
-        .map_err(|e| Refused::Secrets(format!("cannot read secrets: {e}")))?;
-    let settings = Settings {
-        endpoints: args.etcd_endpoints.clone(),
-        ca_file: args.etcd_ca_file.clone(),
-        cert_file: args.etcd_cert_file.clone(),
-        key_file: args.etcd_key_file.clone(),
-        user: args.etcd_user.clone(),
-        password,
-        timeout: Some(timeout.unwrap_or(Duration::from_secs(3600))),
-    };
-    let etcd = Etcd::connect(&settings)
-        .await
-        .map_err(|e| Refused::Secrets(format!("cannot read secrets: {e}")))?;
-    for key in keys {
-        let value = etcd
-            .secret(&key)
-            .await
-            .map_err(|e| Refused::Secrets(format!("cannot read secrets: {e}")))?;
-        out.insert(key, value);
-    }
-    Ok(out)
+    let keys = notifiers.secrets().into_iter().map(|s| s.key);
+    let (values, _) = args.etcd.read(keys).await.map_err(|e| match e {
+        crate::etcd::EtcdError::Config(_) => Refused::Config(format!("cannot read secrets: {e}")),
+        e => Refused::Secrets(format!("cannot read secrets: {e}")),
+    })?;
+    Ok(values)
 }
 
 #[cfg(test)]
@@ -656,7 +611,7 @@ mod tests {
             (args.event.as_str(), args.unit.as_str()),
             ("failure", "j.service")
         );
-        assert_eq!(args.etcd_endpoints.len(), 1);
+        assert_eq!(args.etcd.endpoints.len(), 1);
         let parsed: Notifiers = serde_json::from_str(&args.notify).unwrap();
         assert_eq!(parsed, notifiers);
     }
