@@ -24,6 +24,7 @@ pub mod ebs;
 pub mod invocation;
 pub mod retention;
 pub mod rpc;
+pub mod s3;
 pub mod secret;
 pub mod timespan;
 pub mod url;
@@ -34,6 +35,7 @@ use crate::diag::KeyPath;
 
 pub use ebs::SnapshotJob;
 pub use rpc::RpcCall;
+pub use s3::{LifecycleJob, SyncJob};
 
 /// A rule a step breaks: the field (as users write it in the spec,
 /// relative to the step) and why. Never holds a secret's value: steps hold
@@ -128,6 +130,8 @@ impl Maybe {
 pub enum RunnerStep<S = String> {
     Rpc(RpcCall<S>),
     EbsSnapshot(SnapshotJob<S>),
+    S3Sync(SyncJob<S>),
+    S3Lifecycle(LifecycleJob<S>),
 }
 
 /// A secret a step reads from etcd at run time: its key, and what it is
@@ -145,6 +149,8 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(_) => "rpc",
             RunnerStep::EbsSnapshot(_) => "ebs_snapshot",
+            RunnerStep::S3Sync(_) => "s3_sync",
+            RunnerStep::S3Lifecycle(_) => "s3_lifecycle",
         }
     }
 
@@ -153,6 +159,8 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(s) => s.check(),
             RunnerStep::EbsSnapshot(s) => s.check(),
+            RunnerStep::S3Sync(s) => s.check(),
+            RunnerStep::S3Lifecycle(s) => s.check(),
         }
     }
 
@@ -161,6 +169,8 @@ impl<S: Text> RunnerStep<S> {
         match self {
             RunnerStep::Rpc(s) => s.secrets(),
             RunnerStep::EbsSnapshot(s) => s.secrets(),
+            RunnerStep::S3Sync(s) => s.secrets(),
+            RunnerStep::S3Lifecycle(s) => s.secrets(),
         }
     }
 }
@@ -171,6 +181,8 @@ impl RunnerStep<String> {
         match self {
             RunnerStep::Rpc(rpc) => format!("rpc {}", rpc.method),
             RunnerStep::EbsSnapshot(s) => format!("ebs_snapshot {}", s.volume_id),
+            RunnerStep::S3Sync(s) => format!("s3_sync {}", s.url()),
+            RunnerStep::S3Lifecycle(s) => format!("s3_lifecycle s3://{}", s.bucket),
         }
     }
 }
@@ -182,6 +194,8 @@ impl RunnerStep<Maybe> {
         match self {
             RunnerStep::Rpc(s) => s.into_known().map(RunnerStep::Rpc),
             RunnerStep::EbsSnapshot(s) => s.into_known().map(RunnerStep::EbsSnapshot),
+            RunnerStep::S3Sync(s) => s.into_known().map(RunnerStep::S3Sync),
+            RunnerStep::S3Lifecycle(s) => s.into_known().map(RunnerStep::S3Lifecycle),
         }
     }
 }
