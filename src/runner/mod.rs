@@ -12,6 +12,7 @@ pub mod ebs;
 pub mod log;
 pub mod retention;
 pub mod rpc;
+pub mod s3;
 mod secrets;
 
 use std::path::PathBuf;
@@ -180,6 +181,14 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                     Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
                 }
             }
+            RunnerStep::S3Sync(job) => s3_result(
+                &label,
+                s3::run_sync(job, secrets.aws(&job.credentials), args.dry_run).await,
+            ),
+            RunnerStep::S3Lifecycle(job) => s3_result(
+                &label,
+                s3::run_lifecycle(job, secrets.aws(&job.credentials), args.dry_run).await,
+            ),
         };
         if let Err(failure) = result {
             for (j, later) in steps.iter().enumerate().skip(i + 1) {
@@ -200,6 +209,14 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+fn s3_result(label: &str, result: Result<(), s3::S3Error>) -> Result<(), Failure> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_config() => Err(Failure::Config(format!("{label}: {e}"))),
+        Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
+    }
 }
 
 #[cfg(test)]
