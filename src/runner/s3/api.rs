@@ -143,6 +143,14 @@ pub trait S3Api: Send + Sync + 'static {
         upload_id: &str,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
+    /// Whether a multipart upload is still open (ListParts; S3 answers
+    /// NoSuchUpload once it is completed or aborted).
+    fn upload_open(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+
     /// DeleteObjects of at most 1,000 keys; returns the keys S3 could not
     /// delete, with why.
     fn delete_objects(

@@ -322,6 +322,24 @@ impl S3Api for AwsS3 {
         Ok(())
     }
 
+    async fn upload_open(&self, key: &str, upload_id: &str) -> Result<bool, ApiError> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .max_parts(1)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(false),
+            Err(e) => Err(sdk_error(e, &self.target)),
+        }
+    }
+
     async fn delete_objects(&self, keys: &[String]) -> Result<Vec<(String, ApiError)>, ApiError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let objects = keys

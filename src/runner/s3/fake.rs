@@ -40,6 +40,10 @@ pub struct State {
     pub latency: Duration,
     pub lifecycle: Option<Lifecycle>,
     pub next_upload: u32,
+    /// CompleteMultipartUpload assembles the object, then fails.
+    pub complete_answer_lost: bool,
+    /// CompleteMultipartUpload fails before doing anything.
+    pub complete_fails_before: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +225,9 @@ impl S3Api for Fake {
     ) -> Result<(), ApiError> {
         let mut st = self.state();
         st.calls.push(format!("complete {key}"));
+        if st.complete_fails_before {
+            return Err(ApiError::other("no answer in time from the fake"));
+        }
         let Some((_, stored)) = st.uploads.remove(upload_id) else {
             return Err(ApiError::new("NoSuchUpload", "no such upload"));
         };
@@ -236,6 +243,14 @@ impl S3Api for Fake {
                 metadata: BTreeMap::new(),
             },
         );
+        if st.complete_answer_lost {
+            // Applied, but the answer never came; the SDK's retry hears
+            // that the upload is gone.
+            return Err(ApiError::new(
+                "NoSuchUpload",
+                "The specified upload does not exist.",
+            ));
+        }
         Ok(())
     }
 
@@ -247,6 +262,12 @@ impl S3Api for Fake {
         }
         st.uploads.remove(upload_id);
         Ok(())
+    }
+
+    async fn upload_open(&self, _key: &str, upload_id: &str) -> Result<bool, ApiError> {
+        let mut st = self.state();
+        st.calls.push(format!("list-parts {upload_id}"));
+        Ok(st.uploads.contains_key(upload_id))
     }
 
     async fn delete_objects(&self, keys: &[String]) -> Result<Vec<(String, ApiError)>, ApiError> {

@@ -14,7 +14,7 @@ pub mod sync;
 use std::sync::Arc;
 
 use crate::contract::{LifecycleJob, SyncJob};
-use crate::runner::secrets::AwsKeys;
+pub use crate::runner::secrets::AwsKeys;
 pub use api::{ApiError, Body, Head, Lifecycle, LifecycleRule, Object, Page, S3Api};
 pub use aws::{AwsS3, aws_s3};
 pub use lifecycle::LifecycleOutcome;
@@ -276,6 +276,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("abort_incomplete_uploads_days"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_complete_whose_answer_was_lost_counts_as_uploaded() {
+        let dir = tree(&[("big.bin", 7 * 1024 * KIB)]);
+        let fake = Arc::new(Fake::with(|s| s.complete_answer_lost = true));
+        let out = sync(&fake, &job(dir.path()), &opts()).await.unwrap();
+        assert_eq!(out.uploaded, ["host1/big.bin"]);
+        assert_eq!(fake.count("abort"), 0);
+        assert_eq!(fake.count("list-parts upload-1"), 1);
+        // A complete that did nothing is a failure, and the upload aborted.
+        let fake = Arc::new(Fake::with(|s| s.complete_fails_before = true));
+        let err = sync(&fake, &job(dir.path()), &opts()).await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "CompleteMultipartUpload: no answer in time from the fake (the multipart upload \
+                 was aborted)"
+            ),
+            "{err}"
+        );
+        assert!(fake.state().uploads.is_empty());
+        assert!(fake.keys().is_empty());
     }
 
     #[tokio::test]

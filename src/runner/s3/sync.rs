@@ -755,10 +755,16 @@ async fn multipart<A: S3Api>(
         }),
         (None, Some(parts)) => {
             let _permit = cx.requests.acquire().await;
-            cx.api
-                .complete_multipart(key, &upload_id, &parts)
-                .await
-                .map_err(|e| FileFailure::s3(key, "CompleteMultipartUpload", &e))
+            match cx.api.complete_multipart(key, &upload_id, &parts).await {
+                Ok(()) => Ok(()),
+                Err(e) if completed_anyway(cx, key, &upload_id, file.size).await => {
+                    log::warn(format_args!(
+                        "CompleteMultipartUpload of {key} answered `{e}`, yet the upload is                          closed and the object has the file's size: taken as uploaded"
+                    ));
+                    return Ok(());
+                }
+                Err(e) => Err(FileFailure::s3(key, "CompleteMultipartUpload", &e)),
+            }
         }
     };
     if let Err(mut f) = result {
@@ -778,6 +784,18 @@ async fn multipart<A: S3Api>(
         return Err(f);
     }
     Ok(())
+}
+
+/// Whether a CompleteMultipartUpload that failed was applied all the same:
+/// its answer can be lost after S3 assembled the object (the SDK's retry
+/// then hears NoSuchUpload). So: the upload is closed (nothing but
+/// completing or aborting closes it, and the step aborts only after this
+/// check) and the object has the file's size.
+async fn completed_anyway<A: S3Api>(cx: &Cx<A>, key: &str, upload_id: &str, size: u64) -> bool {
+    if !matches!(cx.api.upload_open(key, upload_id).await, Ok(false)) {
+        return false;
+    }
+    matches!(cx.api.head_object(key).await, Ok(Some(h)) if h.size == size)
 }
 
 async fn delete_all<A: S3Api>(
