@@ -233,7 +233,10 @@ impl Cx<'_> {
                 self.err(
                     &p.key("bucket"),
                     format!(
-                        "`{first}` already manages the lifecycle rules of bucket `{}`; each                          `s3_lifecycle` step owns all of a bucket's `unitgen-` rules (it removes                          those it does not list), so two would undo each other on every run:                          list all the rules in one step",
+                        "`{first}` already manages the lifecycle rules of bucket `{}`; each \
+                         `s3_lifecycle` step owns all of a bucket's `unitgen-` rules (it removes \
+                         those it does not list), so two would undo each other on every run: \
+                         list all the rules in one step",
                         shown(bucket)
                     ),
                 );
@@ -280,7 +283,9 @@ impl Cx<'_> {
             self.err(
                 &path.key("steps").index(i).key("s3_sync").key("source"),
                 format!(
-                    "`{}` is not inside a folder mounted into the runner's container ({mounted}),                      so the runner would find nothing to upload; add a volume such as                      `container.volumes: [\"/HOST/FOLDER:{}:ro\"]`",
+                    "`{}` is not inside a folder mounted into the runner's container ({mounted}), \
+                     so the runner would find nothing to upload; add a volume such as \
+                     `container.volumes: [\"/HOST/FOLDER:{}:ro\"]`",
                     shown(&s.source),
                     shown(source)
                 ),

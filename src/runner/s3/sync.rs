@@ -759,7 +759,8 @@ async fn multipart<A: S3Api>(
                 Ok(()) => Ok(()),
                 Err(e) if completed_anyway(cx, key, &upload_id, file.size).await => {
                     log::warn(format_args!(
-                        "CompleteMultipartUpload of {key} answered `{e}`, yet the upload is                          closed and the object has the file's size: taken as uploaded"
+                        "CompleteMultipartUpload of {key} answered `{e}`, yet the upload is \
+                         closed and the object has the file's size: taken as uploaded"
                     ));
                     return Ok(());
                 }
