@@ -54,13 +54,13 @@ pub async fn aws_s3(
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    // An attempt carries at most one 8 MiB part (or a 16 MiB object), so
-    // it gets minutes, not seconds; a server that stops answering is
-    // caught by the read timeout.
+    // An attempt carries up to a 16 MiB object or an 8 MiB part, sharing
+    // the link with 7 others: it gets minutes, not seconds. (The client's
+    // read timeout would not help: it runs from the first byte sent to the
+    // answer, so it would cut slow uploads, not only dead servers.)
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(60))
-        .operation_attempt_timeout(Duration::from_secs(600))
+        .operation_attempt_timeout(Duration::from_secs(900))
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
