@@ -54,8 +54,8 @@ pub struct Args {
     /// One step as JSON; repeat for each step, in order
     #[arg(long = flag::STEP, value_name = "JSON", required = true)]
     pub steps: Vec<String>,
-    /// Change nothing: skip RPC calls, create and delete no snapshot, list
-    /// what retention would delete
+    /// Change nothing: skip RPC calls, create and delete no snapshot,
+    /// upload, delete and configure nothing in S3; list what would change
     #[arg(long = flag::DRY_RUN)]
     pub dry_run: bool,
     /// etcd endpoint for secrets; repeat for several
