@@ -180,6 +180,14 @@ fn fields() -> Vec<Field> {
             read: |u| step(u)["copy"]["source"].as_str().map(str::to_owned),
         },
         Field {
+            name: "s3-prefix",
+            path: "jobs.{job}.steps[0].s3_sync.prefix",
+            job: "container: { IMAGE, volumes: [/srv:/backups] }\n    steps: [ { s3_sync: { source: /backups, bucket: bkt, prefix: V, region: us-east-1, credentials: default_chain } } ]",
+            target: "systemd",
+            wrap: |v| format!("host1/{v}/"),
+            read: |u| step(u)["s3_sync"]["prefix"].as_str().map(str::to_owned),
+        },
+        Field {
             name: "metadata",
             path: "jobs.{job}.fleet.machine_metadata.k",
             job: "fleet: { machine_metadata: { k: V } }\n    container: { IMAGE, command: [/bin/x] }",

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::SecretKey;
+use crate::diag::shown;
 
 /// The etcd keys under a credentials prefix.
 pub const ACCESS_KEY_ID: &str = "access-key-id";
@@ -47,6 +48,21 @@ impl Credentials {
             _ => Ok(()),
         }
     }
+}
+
+/// An AWS region name such as `us-east-1`.
+pub fn check_region(r: &str) -> Result<(), String> {
+    if r.is_empty()
+        || !r
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "`{}` is not an AWS region such as `us-east-1`",
+            shown(r)
+        ));
+    }
+    Ok(())
 }
 
 const EXPECTED: &str = "`default_chain` or `{ etcd_prefix: /aws/ }`";

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::aws::Credentials;
+pub use super::aws::check_region;
 use super::retention::RetentionPolicy;
 use super::{SecretKey, Text, Violation, timespan};
 use crate::diag::{KeyPath, shown};
@@ -64,21 +65,6 @@ fn is_volume_id(v: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-/// An AWS region name such as `us-east-1`.
-pub fn check_region(r: &str) -> Result<(), String> {
-    if r.is_empty()
-        || !r
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(format!(
-            "`{}` is not an AWS region such as `us-east-1`",
-            shown(r)
-        ));
-    }
-    Ok(())
 }
 
 impl<S: Text> SnapshotJob<S> {

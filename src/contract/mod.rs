@@ -27,6 +27,7 @@ pub mod lock;
 pub mod notify;
 pub mod retention;
 pub mod rpc;
+pub mod s3;
 pub mod secret;
 pub mod timespan;
 pub mod url;
@@ -38,6 +39,7 @@ use crate::diag::KeyPath;
 pub use copy::CopyJob;
 pub use ebs::SnapshotJob;
 pub use rpc::RpcCall;
+pub use s3::{LifecycleJob, SyncJob};
 
 /// A rule a step breaks: the field (as users write it in the spec,
 /// relative to the step) and why. Never holds a secret's value: steps hold
@@ -133,6 +135,8 @@ pub enum RunnerStep<S = String> {
     Rpc(RpcCall<S>),
     EbsSnapshot(SnapshotJob<S>),
     Copy(CopyJob<S>),
+    S3Sync(SyncJob<S>),
+    S3Lifecycle(LifecycleJob<S>),
 }
 
 /// A secret a step reads from etcd at run time: its key, and what it is
@@ -151,6 +155,8 @@ impl<S: Text> RunnerStep<S> {
             RunnerStep::Rpc(_) => "rpc",
             RunnerStep::EbsSnapshot(_) => "ebs_snapshot",
             RunnerStep::Copy(_) => "copy",
+            RunnerStep::S3Sync(_) => "s3_sync",
+            RunnerStep::S3Lifecycle(_) => "s3_lifecycle",
         }
     }
 
@@ -160,6 +166,8 @@ impl<S: Text> RunnerStep<S> {
             RunnerStep::Rpc(s) => s.check(),
             RunnerStep::EbsSnapshot(s) => s.check(),
             RunnerStep::Copy(s) => s.check(),
+            RunnerStep::S3Sync(s) => s.check(),
+            RunnerStep::S3Lifecycle(s) => s.check(),
         }
     }
 
@@ -169,6 +177,8 @@ impl<S: Text> RunnerStep<S> {
             RunnerStep::Rpc(s) => s.secrets(),
             RunnerStep::EbsSnapshot(s) => s.secrets(),
             RunnerStep::Copy(_) => Vec::new(),
+            RunnerStep::S3Sync(s) => s.secrets(),
+            RunnerStep::S3Lifecycle(s) => s.secrets(),
         }
     }
 }
@@ -180,6 +190,8 @@ impl RunnerStep<String> {
             RunnerStep::Rpc(rpc) => format!("rpc {}", rpc.method),
             RunnerStep::EbsSnapshot(s) => format!("ebs_snapshot {}", s.volume_id),
             RunnerStep::Copy(s) => format!("copy {}", s.source),
+            RunnerStep::S3Sync(s) => format!("s3_sync {}", s.url()),
+            RunnerStep::S3Lifecycle(s) => format!("s3_lifecycle s3://{}", s.bucket),
         }
     }
 }
@@ -192,6 +204,8 @@ impl RunnerStep<Maybe> {
             RunnerStep::Rpc(s) => s.into_known().map(RunnerStep::Rpc),
             RunnerStep::EbsSnapshot(s) => s.into_known().map(RunnerStep::EbsSnapshot),
             RunnerStep::Copy(s) => s.into_known().map(RunnerStep::Copy),
+            RunnerStep::S3Sync(s) => s.into_known().map(RunnerStep::S3Sync),
+            RunnerStep::S3Lifecycle(s) => s.into_known().map(RunnerStep::S3Lifecycle),
         }
     }
 }

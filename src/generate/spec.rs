@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 pub use crate::contract::aws::Credentials;
 pub use crate::contract::lock::OnBusy;
 use crate::contract::retention::RetentionPolicy;
+pub use crate::contract::s3::Compare;
 
 /// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
 /// raw YAML values, then each on its own, so that one bad job does not hide
@@ -400,6 +401,10 @@ pub enum Step {
     /// hard-linked to the previous snapshot, then pruning by a retention
     /// policy.
     Copy(CopyStep),
+    /// Upload a folder tree to `s3://bucket/prefix`, rsync-style.
+    S3Sync(S3SyncStep),
+    /// Ensure unitgen's lifecycle rules on a bucket, keeping all others.
+    S3Lifecycle(S3LifecycleStep),
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -452,6 +457,58 @@ pub struct CopyStep {
     /// inside the container; it must be mounted, and not read-only.
     pub destination: Str,
     pub retention: Option<RetentionPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3SyncStep {
+    /// The folder to upload, inside the container: mount it with
+    /// `container.volumes` (e.g. `/backups:/backups:ro`).
+    pub source: Str,
+    pub bucket: Str,
+    /// Key prefix ending in `/`, e.g. `host1/`; default: the bucket's top.
+    pub prefix: Option<Str>,
+    /// `size` (default): same size means unchanged. `checksum`: also the
+    /// same SHA-256 (kept in each object's metadata), which catches edits
+    /// that keep the size but reads every file.
+    pub compare: Option<Compare>,
+    /// Delete objects under `prefix` that `source` no longer has (default false).
+    pub delete: Option<bool>,
+    pub region: Str,
+    pub credentials: Credentials,
+    /// S3 endpoint override (an S3-compatible store, or a local test
+    /// server): path-style addressing, checksums only where required.
+    pub endpoint: Option<Str>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3LifecycleStep {
+    pub bucket: Str,
+    pub region: Str,
+    pub credentials: Credentials,
+    pub endpoint: Option<Str>,
+    /// Every rule unitgen owns on the bucket (ids starting `unitgen-`);
+    /// other rules of the bucket are kept exactly as they are.
+    pub rules: Vec<S3LifecycleRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3LifecycleRule {
+    /// The rule's id, starting `unitgen-`, e.g. `unitgen-archive`.
+    pub id: Str,
+    /// Key prefix the rule applies to, e.g. `host1/`; default: the whole bucket.
+    pub prefix: Option<Str>,
+    /// Days after creation to move objects to `storage_class`.
+    pub transition_days: Option<u32>,
+    /// GLACIER, DEEP_ARCHIVE, GLACIER_IR, INTELLIGENT_TIERING, STANDARD_IA or ONEZONE_IA.
+    pub storage_class: Option<Str>,
+    /// Days after creation to delete objects.
+    pub expiration_days: Option<u32>,
+    /// Days after which S3 aborts an unfinished multipart upload (a runner
+    /// killed mid-upload leaves one behind).
+    pub abort_incomplete_uploads_days: Option<u32>,
 }
 
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.
@@ -602,7 +659,7 @@ where
 
 impl<'de> Deserialize<'de> for Step {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const VARIANTS: &[&str] = &["rpc", "ebs_snapshot", "copy"];
+        const VARIANTS: &[&str] = &["rpc", "ebs_snapshot", "copy", "s3_sync", "s3_lifecycle"];
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = Step;
@@ -613,6 +670,8 @@ impl<'de> Deserialize<'de> for Step {
                 one_key_map(map, VARIANTS, |kind, map| match kind {
                     "rpc" => map.next_value().map(Step::Rpc),
                     "copy" => map.next_value().map(Step::Copy),
+                    "s3_sync" => map.next_value().map(Step::S3Sync),
+                    "s3_lifecycle" => map.next_value().map(Step::S3Lifecycle),
                     _ => map.next_value().map(Step::EbsSnapshot),
                 })
             }

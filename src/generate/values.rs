@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use crate::etcd::{Lookup, Need};
 use crate::generate::spec::{
     ContainerSpec, CopyStep, Defaults, EbsSnapshotStep, EndpointFields, EndpointSpec, FleetSpec,
-    Job, LockSpec, MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, Secret, Spec, Step, Str,
-    TimerSpec,
+    Job, LockSpec, MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, S3LifecycleRule,
+    S3LifecycleStep, S3SyncStep, Secret, Spec, Step, Str, TimerSpec,
 };
 
 /// A render-time value is written into a unit line; anything larger than
@@ -270,6 +270,8 @@ impl Walk for Step {
             Step::Rpc(s) => s.walk(refs),
             Step::EbsSnapshot(s) => s.walk(refs),
             Step::Copy(s) => s.walk(refs),
+            Step::S3Sync(s) => s.walk(refs),
+            Step::S3Lifecycle(s) => s.walk(refs),
         }
     }
 }
@@ -345,6 +347,64 @@ impl Walk for EbsSnapshotStep {
         wait.walk(refs);
         endpoint.walk(refs);
         request_timeout.walk(refs);
+    }
+}
+
+impl Walk for S3SyncStep {
+    fn walk(&self, refs: &mut Refs) {
+        let S3SyncStep {
+            source,
+            bucket,
+            prefix,
+            compare: _,
+            delete: _,
+            region,
+            credentials,
+            endpoint,
+        } = self;
+        source.walk(refs);
+        bucket.walk(refs);
+        prefix.walk(refs);
+        region.walk(refs);
+        for s in credentials.secrets() {
+            refs.secret(&s.key);
+        }
+        endpoint.walk(refs);
+    }
+}
+
+impl Walk for S3LifecycleStep {
+    fn walk(&self, refs: &mut Refs) {
+        let S3LifecycleStep {
+            bucket,
+            region,
+            credentials,
+            endpoint,
+            rules,
+        } = self;
+        bucket.walk(refs);
+        region.walk(refs);
+        for s in credentials.secrets() {
+            refs.secret(&s.key);
+        }
+        endpoint.walk(refs);
+        rules.walk(refs);
+    }
+}
+
+impl Walk for S3LifecycleRule {
+    fn walk(&self, refs: &mut Refs) {
+        let S3LifecycleRule {
+            id,
+            prefix,
+            transition_days: _,
+            storage_class,
+            expiration_days: _,
+            abort_incomplete_uploads_days: _,
+        } = self;
+        id.walk(refs);
+        prefix.walk(refs);
+        storage_class.walk(refs);
     }
 }
 

@@ -25,10 +25,13 @@ pub mod log;
 pub mod notify;
 pub mod retention;
 pub mod rpc;
+pub mod s3;
 pub mod secrets;
 
 use std::cell::Cell;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -37,6 +40,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::contract::RunnerStep;
 use crate::contract::invocation as flag;
 use crate::contract::lock::{HOST_LOCK_DIR, JobLock, OnBusy};
+
+/// How long a stopped step may take to undo what it started (abort an S3
+/// multipart upload); systemd's default stop timeout is 90 s.
+const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Exit status when a step failed (or etcd could not be read).
 pub const EXIT_STEP_FAILED: i32 = 1;
@@ -71,8 +78,8 @@ pub struct Args {
     /// One step as JSON; repeat for each step, in order
     #[arg(long = flag::STEP, value_name = "JSON", required = true)]
     pub steps: Vec<String>,
-    /// Change nothing: skip RPC calls, create and delete no snapshot, list
-    /// what retention would delete
+    /// Change nothing: skip RPC calls, create and delete no snapshot,
+    /// upload, delete and configure nothing in S3; list what would change
     #[arg(long = flag::DRY_RUN)]
     pub dry_run: bool,
     #[command(flatten)]
@@ -236,6 +243,10 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
         },
     };
     let current = Cell::new(0);
+    // A stop from outside is passed to the steps that have something to
+    // undo before they end (an S3 multipart upload to abort): they get a
+    // short grace period; every other step is simply dropped.
+    let cancel = Arc::new(AtomicBool::new(false));
     let label = |i: usize| {
         steps
             .get(i)
@@ -249,18 +260,24 @@ pub async fn run(args: &Args) -> Result<(), Failure> {
                 None => std::future::pending().await,
             }
         };
+        let steps_run = run_steps(args, &steps, &secrets, &current, &cancel);
+        tokio::pin!(steps_run);
         tokio::select! {
-            r = run_steps(args, &steps, &secrets, &current) => r,
+            r = &mut steps_run => r,
             lost = lost => Err(Failure::Step(format!(
                 "lost the {} during {}: {lost}; stopped the step so that no two runs hold the \
                  lock at once; later steps did not run",
                 lock.as_ref().map(JobLock::describe).unwrap_or_default(),
                 label(current.get())
             ))),
-            sig = signals.recv() => Err(Failure::Step(format!(
-                "stopped by {sig} during {}; later steps did not run",
-                label(current.get())
-            ))),
+            sig = signals.recv() => {
+                cancel.store(true, Ordering::SeqCst);
+                let _ = tokio::time::timeout(STOP_GRACE, &mut steps_run).await;
+                Err(Failure::Step(format!(
+                    "stopped by {sig} during {}; later steps did not run",
+                    label(current.get())
+                )))
+            }
         }
     };
     if let Some(held) = held {
@@ -276,6 +293,7 @@ async fn run_steps(
     steps: &[RunnerStep],
     secrets: &secrets::Secrets,
     current: &Cell<usize>,
+    cancel: &Arc<AtomicBool>,
 ) -> Result<(), Failure> {
     let total = steps.len();
     let started = Instant::now();
@@ -327,6 +345,20 @@ async fn run_steps(
                     Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
                 }
             }
+            RunnerStep::S3Sync(job) => s3_result(
+                &label,
+                s3::run_sync(
+                    job,
+                    secrets.aws(&job.credentials),
+                    args.dry_run,
+                    cancel.clone(),
+                )
+                .await,
+            ),
+            RunnerStep::S3Lifecycle(job) => s3_result(
+                &label,
+                s3::run_lifecycle(job, secrets.aws(&job.credentials), args.dry_run).await,
+            ),
         };
         if let Err(failure) = result {
             for (j, later) in steps.iter().enumerate().skip(i + 1) {
@@ -347,6 +379,14 @@ async fn run_steps(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+fn s3_result(label: &str, result: Result<(), s3::S3Error>) -> Result<(), Failure> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_config() => Err(Failure::Config(format!("{label}: {e}"))),
+        Err(e) => Err(Failure::Step(format!("{label} failed: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,44 @@ impl Moto {
         aws_sdk_ec2::Client::new(&config)
     }
 
+    /// A plain S3 client (static test keys, path-style as moto needs), for
+    /// setting the scene and checking it.
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .http_client(http)
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .load()
+            .await;
+        let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// An unsigned GET (moto checks no signature unless told to): the
+    /// status and the body exactly as moto sent it.
+    pub fn get_raw(&self, path: &str) -> (u16, String) {
+        let response = exchange(&self.host, self.port, "GET", path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", read(self.log.path())));
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+
     /// What moto printed so far (its request log).
     pub fn output(&self) -> String {
         read(self.log.path())
@@ -135,8 +173,8 @@ fn read(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
 }
 
-/// A bodiless HTTP/1.1 request; returns the status code.
-fn request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+/// A bodiless HTTP/1.1 request; returns the whole response.
+fn exchange(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -145,6 +183,12 @@ fn request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<u
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// A bodiless HTTP/1.1 request; returns the status code.
+fn request(host: &str, port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    let response = exchange(host, port, method, path)?;
     response
         .split(' ')
         .nth(1)

@@ -41,6 +41,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
         values,
         problems: Vec::new(),
         unknown: false,
+        lifecycle_owners: HashMap::new(),
     };
     let root = KeyPath::root();
     if spec.version != 1 {
@@ -122,6 +123,8 @@ struct Cx<'a> {
     problems: Vec<Problem>,
     /// Whether the current job used a value that is not known (offline).
     unknown: bool,
+    /// The `s3_lifecycle` step that manages each (endpoint, bucket).
+    lifecycle_owners: HashMap<(String, String), KeyPath>,
 }
 
 impl Cx<'_> {

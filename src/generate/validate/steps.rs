@@ -6,11 +6,14 @@ use super::Cx;
 use super::etcd::RunnerEtcdArgs;
 use crate::contract::invocation::Invocation;
 use crate::contract::lock::JobLock;
+use crate::contract::s3::{LifecycleJob, LifecycleRule, SyncJob};
 use crate::contract::secret::is_etcd_key;
-use crate::contract::{Maybe, RpcCall, RunnerStep, SnapshotJob};
-use crate::diag::KeyPath;
+use crate::contract::{Maybe, RpcCall, RunnerStep, SnapshotJob, Text};
+use crate::diag::{KeyPath, shown};
 use crate::generate::escape::{self, ExecWord};
-use crate::generate::spec::{Defaults, EbsSnapshotStep, Job, RpcStep, Step, Str};
+use crate::generate::spec::{
+    Defaults, EbsSnapshotStep, Job, RpcStep, S3LifecycleStep, S3SyncStep, Step, Str,
+};
 
 pub(super) const DEFAULT_RUNNER: &str = "/unitgen-runner";
 
@@ -42,6 +45,7 @@ impl Cx<'_> {
             .enumerate()
             .map(|(i, step)| self.step(step, &path.key("steps").index(i)))
             .collect();
+        self.s3_sources_mounted(job, &steps, path);
         let steps: Vec<RunnerStep> = steps.into_iter().collect::<Option<_>>()?;
         let runner = runner?;
         let reads_secrets = Invocation::reads_etcd(&steps);
@@ -101,6 +105,16 @@ impl Cx<'_> {
             Step::Copy(s) => {
                 let p = path.key("copy");
                 (p.clone(), RunnerStep::Copy(self.copy(s, &p)))
+            }
+            Step::S3Sync(s) => {
+                let p = path.key("s3_sync");
+                (p.clone(), RunnerStep::S3Sync(self.s3_sync(s, &p)))
+            }
+            Step::S3Lifecycle(s) => {
+                let p = path.key("s3_lifecycle");
+                let job = self.s3_lifecycle(s, &p);
+                self.one_lifecycle_owner(&job, &p);
+                (p, RunnerStep::S3Lifecycle(job))
             }
         };
         let before = self.problems.len();
@@ -165,6 +179,123 @@ impl Cx<'_> {
         }
     }
 
+    fn s3_sync(&mut self, s: &S3SyncStep, p: &KeyPath) -> SyncJob<Maybe> {
+        SyncJob {
+            source: self.text(&s.source, &p.key("source")),
+            bucket: self.text(&s.bucket, &p.key("bucket")),
+            prefix: self.opt_text(s.prefix.as_ref(), &p.key("prefix")),
+            compare: s.compare.unwrap_or_default(),
+            delete: s.delete.unwrap_or(false),
+            region: self.text(&s.region, &p.key("region")),
+            credentials: s.credentials.clone(),
+            endpoint: self.opt_text(s.endpoint.as_ref(), &p.key("endpoint")),
+        }
+    }
+
+    fn s3_lifecycle(&mut self, s: &S3LifecycleStep, p: &KeyPath) -> LifecycleJob<Maybe> {
+        let rules = s
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let rp = p.key("rules").index(i);
+                LifecycleRule {
+                    id: self.text(&r.id, &rp.key("id")),
+                    prefix: self.opt_text(r.prefix.as_ref(), &rp.key("prefix")),
+                    transition_days: r.transition_days,
+                    storage_class: self
+                        .opt_text(r.storage_class.as_ref(), &rp.key("storage_class")),
+                    expiration_days: r.expiration_days,
+                    abort_incomplete_uploads_days: r.abort_incomplete_uploads_days,
+                }
+            })
+            .collect();
+        LifecycleJob {
+            bucket: self.text(&s.bucket, &p.key("bucket")),
+            region: self.text(&s.region, &p.key("region")),
+            credentials: s.credentials.clone(),
+            endpoint: self.opt_text(s.endpoint.as_ref(), &p.key("endpoint")),
+            rules,
+        }
+    }
+
+    /// A generator rule: each `s3_lifecycle` step owns every `unitgen-`
+    /// rule of its bucket (it removes those it does not list), so two steps
+    /// on one bucket would remove each other's rules on every run.
+    fn one_lifecycle_owner(&mut self, job: &LifecycleJob<Maybe>, p: &KeyPath) {
+        let (Some(bucket), Some(endpoint)) = (
+            job.bucket.known(),
+            job.endpoint.as_ref().map_or(Some(""), |e| e.known()),
+        ) else {
+            return;
+        };
+        let key = (endpoint.to_owned(), bucket.to_owned());
+        match self.lifecycle_owners.get(&key) {
+            Some(first) if first != p => {
+                let first = first.clone();
+                self.err(
+                    &p.key("bucket"),
+                    format!(
+                        "`{first}` already manages the lifecycle rules of bucket `{}`; each \
+                         `s3_lifecycle` step owns all of a bucket's `unitgen-` rules (it removes \
+                         those it does not list), so two would undo each other on every run: \
+                         list all the rules in one step",
+                        shown(bucket)
+                    ),
+                );
+            }
+            Some(_) => {}
+            None => {
+                self.lifecycle_owners.insert(key, p.clone());
+            }
+        }
+    }
+
+    /// A generator rule: `s3_sync` uploads a folder of the container's, so
+    /// it must be inside a folder the job mounts (`container.volumes`);
+    /// anything else is the image's own file system, missing at run time.
+    fn s3_sources_mounted(&mut self, job: &Job, steps: &[Option<RunnerStep>], path: &KeyPath) {
+        let mut targets = Vec::new();
+        if let Some(c) = &job.container {
+            for (i, v) in c.volumes.iter().enumerate() {
+                let vp = path.key("container").key("volumes").index(i);
+                // An unknown or malformed volume: the rule cannot be judged
+                // (the volume's own problem is reported where it is checked).
+                let Some(text) = self.str(v, &vp) else {
+                    return;
+                };
+                match text.split(':').nth(1) {
+                    Some(target) if target.starts_with('/') => targets.push(target.to_owned()),
+                    _ => return,
+                }
+            }
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let Some(RunnerStep::S3Sync(s)) = step else {
+                continue;
+            };
+            if targets.iter().any(|t| is_inside(&s.source, t)) {
+                continue;
+            }
+            let mounted = if targets.is_empty() {
+                "the job mounts no folder".to_owned()
+            } else {
+                format!("the job mounts only {}", targets.join(", "))
+            };
+            let source = s.source.trim_end_matches('/');
+            self.err(
+                &path.key("steps").index(i).key("s3_sync").key("source"),
+                format!(
+                    "`{}` is not inside a folder mounted into the runner's container ({mounted}), \
+                     so the runner would find nothing to upload; add a volume such as \
+                     `container.volumes: [\"/HOST/FOLDER:{}:ro\"]`",
+                    shown(&s.source),
+                    shown(source)
+                ),
+            );
+        }
+    }
+
     /// JSON parameters: the same line-break rule for every string inside them.
     fn json_params(&mut self, value: &serde_json::Value, path: &KeyPath) -> bool {
         match value {
@@ -192,5 +323,28 @@ impl Cx<'_> {
             }
             _ => true,
         }
+    }
+}
+
+/// Whether the container path `path` is `mount` or below it.
+fn is_inside(path: &str, mount: &str) -> bool {
+    let mount = mount.trim_end_matches('/');
+    let path = path.trim_end_matches('/');
+    mount.is_empty()
+        || path == mount
+        || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inside_a_mount() {
+        use super::is_inside;
+        assert!(is_inside("/backups", "/backups"));
+        assert!(is_inside("/backups/", "/backups"));
+        assert!(is_inside("/backups/host1", "/backups/"));
+        assert!(is_inside("/anything", "/"));
+        assert!(!is_inside("/backups2", "/backups"));
+        assert!(!is_inside("/back", "/backups"));
     }
 }
