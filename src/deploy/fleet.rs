@@ -444,6 +444,7 @@ impl Backend for Fleet {
         let why = match action.why {
             Why::Quiesce => format!("no run starts while {} is replaced", service()),
             Why::Restore => format!("again, after {} was replaced", service()),
+            Why::Undo => "again: this apply stopped it, then failed".to_owned(),
             Why::Unlaunch => "load --replace refuses a launched unit".to_owned(),
             Why::Resume => "unchanged, but not loaded or started yet".to_owned(),
             _ => return self.command(action),

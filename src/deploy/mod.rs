@@ -315,7 +315,7 @@ fn restart_stopped(
             op: Op::Start,
             unit: action.unit.clone(),
             job: action.job.clone(),
-            why: Why::Restore,
+            why: Why::Undo,
         };
         say(&backend.line(&start));
         if let Err(Error::Deploy {

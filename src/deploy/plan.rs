@@ -75,6 +75,9 @@ pub enum Why {
     Quiesce,
     /// That timer started again.
     Restore,
+    /// That timer started again because the apply failed before
+    /// `Restore` (`apply` adds this; never in a plan).
+    Undo,
     /// The service is running a backup.
     Busy,
     /// A launched service is stopped before `load --replace`, which
