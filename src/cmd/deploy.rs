@@ -43,7 +43,7 @@ pub fn plan(args: &PlanArgs) -> Result<(), Error> {
     }
     if plan.actions.is_empty() {
         if !args.json {
-            eprintln!("nothing to do: {}", runs(backend.as_ref(), &desired));
+            eprintln!("nothing to do: {}", runs(backend.as_ref(), &desired, false));
         }
         return Ok(());
     }
@@ -141,7 +141,7 @@ impl Deployer {
         for warning in backend.warnings(&desired) {
             warn(&format!("warning: {warning}"));
         }
-        let runs = runs(backend.as_ref(), &desired);
+        let runs = runs(backend.as_ref(), &desired, scope.is_some());
         match applied.actions {
             0 => say(&format!("nothing to do: {runs}")),
             n => say(&format!("done: {}; {runs}", count(n, "action"))),
@@ -270,19 +270,28 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
-/// "fleet runs the 3 units of 1 job as rendered".
-fn runs(backend: &dyn Backend, desired: &[Desired]) -> String {
+/// "fleet runs the 3 units of 1 job as rendered"; for a `watch` batch
+/// (`scoped`), the jobs by name.
+fn runs(backend: &dyn Backend, desired: &[Desired], scoped: bool) -> String {
     let jobs: BTreeSet<&str> = desired.iter().map(|d| d.job.as_str()).collect();
     let place = match (backend.target(), backend.live()) {
         (Target::Fleet, _) => "fleet runs".to_owned(),
         (Target::Systemd, true) => "systemd runs".to_owned(),
         (Target::Systemd, false) => format!("{} holds", backend.location()),
     };
-    format!(
-        "{place} the {} of {} as rendered",
-        count(desired.len(), "unit"),
-        count(jobs.len(), "job")
-    )
+    let units = count(desired.len(), "unit");
+    match (scoped, jobs.len()) {
+        (true, 0) => "the removed units are gone".to_owned(),
+        (true, 1) => format!(
+            "{place} the {units} of job {} as rendered",
+            jobs.iter().next().expect("one")
+        ),
+        (true, _) => format!(
+            "{place} the {units} of jobs {} as rendered",
+            jobs.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        (false, n) => format!("{place} the {units} of {} as rendered", count(n, "job")),
+    }
 }
 
 fn plan_json(backend: &dyn Backend, plan: &Plan) -> String {
