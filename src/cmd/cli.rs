@@ -277,8 +277,6 @@ pub struct WaitArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    #[command(flatten)]
-    pub spec: SpecArgs,
     /// The output folder (its record says what apply deployed from it)
     #[arg(
         short = 'o',
@@ -290,14 +288,15 @@ pub struct PlanArgs {
     /// One JSON object: the target, the actions and the notes
     #[arg(long)]
     pub json: bool,
+    // After the plain options: its etcd flags set a help heading.
+    #[command(flatten)]
+    pub spec: SpecArgs,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    #[command(flatten)]
-    pub spec: SpecArgs,
     /// The output folder: rendered into first, and deployed from
     #[arg(
         short = 'o',
@@ -306,6 +305,9 @@ pub struct ApplyArgs {
         default_value = "units"
     )]
     pub output: PathBuf,
+    // After the plain options: its etcd flags set a help heading.
+    #[command(flatten)]
+    pub spec: SpecArgs,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
