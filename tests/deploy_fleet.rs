@@ -529,6 +529,39 @@ fn a_service_busy_for_too_long_fails_naming_it_and_its_timer_runs_again() {
 }
 
 #[test]
+fn a_signal_stops_a_waiting_apply_and_its_timer_runs_again() {
+    let fleet = Fleet::new(SPEC);
+    fleet.apply(&[]);
+    let old = fleet.registry();
+    fleet.ctl(&["fire", "backup.timer"]);
+    fleet.edit("/bin/backup", "/bin/backup --v2");
+    let apply = Background::start(&fleet, &["apply"]);
+    apply.wait_for("is running a backup", 1);
+    let killed = Command::new("kill")
+        .args(["-TERM", &apply.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, stdout, stderr) = apply.finish();
+    assert_eq!(status, Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        lines(&[
+            "fleetctl stop backup.timer  # no run starts while backup.service is replaced",
+            "wait until backup.service has finished its running backup",
+            "fleetctl start units/backup.timer  # again: this apply stopped it, then failed",
+        ])
+    );
+    assert_eq!(
+        stderr,
+        "unitgen: backup.service is running a backup; waiting up to 10min for it to finish\n\
+         error: stopped by a signal while backup.service was running a backup\n"
+    );
+    assert_eq!(fleet.registry(), old, "the timer runs again");
+    assert_eq!(fleet.ctl(&["interrupted"]), "");
+}
+
+#[test]
 fn without_agents_every_wait_is_bounded_and_says_why() {
     let fleet = Fleet::new(SPEC);
     fleet.ctl(&["agent", "none"]);
@@ -1112,4 +1145,40 @@ fn watch_apply_reports_a_failed_apply_goes_on_and_retries_with_the_next_change()
     watch.wait_for("done: ", 3);
     assert_eq!(fleet.registry()["j.service"].0, fleet.sha1("j.service"));
     assert!(fleet.cat("j.service").contains("V=four"));
+}
+
+#[test]
+fn watch_apply_ends_on_sigterm_even_while_waiting_and_puts_the_timer_back() {
+    let etcd = common::etcd::Etcd::start();
+    etcd.put("/v", "one");
+    let fleet = Fleet::new(&format!(
+        "version: 1\netcd:\n  endpoints: [\"{}\"]\ndefaults:\n  target: fleet\n  \
+         image: registry.example.com/unitgen-runner:0.1.0\njobs:\n  j:\n    schedule: daily\n    \
+         environment: {{ V: {{ etcd: /v }} }}\n    container: {{ command: [/bin/j] }}\n",
+        etcd.endpoint()
+    ));
+    let watch = Background::start(&fleet, &["watch", "--apply", "--debounce", "100ms"]);
+    watch.wait_for("done: 4 actions", 1);
+    let deployed = fleet.registry();
+    fleet.ctl(&["fire", "j.timer"]);
+    etcd.put("/v", "two");
+    watch.wait_for("is running a backup; waiting up to 10min", 1);
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, _, stderr) = watch.finish();
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr.contains(
+            "unitgen watch: fleetctl start units/j.timer  # again: this apply stopped it, then failed\n\
+             error: stopped by a signal while j.service was running a backup\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(fleet.registry(), deployed, "fleet runs what it ran");
+    assert_eq!(fleet.ctl(&["interrupted"]), "");
 }

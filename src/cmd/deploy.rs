@@ -62,6 +62,7 @@ pub fn apply(args: &ApplyArgs) -> Result<(), Error> {
         waits,
         output: args.output.clone(),
     };
+    deploy::stop_on_signals();
     let mut say = |line: &str| println!("{line}");
     let mut warn = |line: &str| eprintln!("{line}");
     deployer.deploy(

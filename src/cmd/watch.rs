@@ -245,8 +245,12 @@ impl<'a> Watcher<'a> {
         let files = files.to_vec();
         let task_scope = scope.clone();
         // fleetctl and systemctl are waited for synchronously, off the
-        // runtime's thread.
-        let result = tokio::task::spawn_blocking(move || {
+        // runtime's thread. A signal meanwhile asks the apply to stop at
+        // its next step (putting back a timer it stopped); the watch loop
+        // sees the same signal afterwards and ends.
+        let mut sigint = signal(SignalKind::interrupt()).ok();
+        let mut sigterm = signal(SignalKind::terminate()).ok();
+        let mut task = tokio::task::spawn_blocking(move || {
             let mut say = |line: &str| note(line);
             let mut warn = |line: &str| note(line);
             deployer.deploy(
@@ -257,8 +261,21 @@ impl<'a> Watcher<'a> {
                 &mut say,
                 &mut warn,
             )
-        })
-        .await;
+        });
+        let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = &mut task => r,
+            _ = recv(&mut sigint) => { crate::deploy::request_stop(); task.await }
+            _ = recv(&mut sigterm) => { crate::deploy::request_stop(); task.await }
+        };
         match result {
             Ok(Ok(())) => {
                 self.deploy_all = false;

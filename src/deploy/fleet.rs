@@ -255,6 +255,11 @@ impl Fleet {
             if !self.busy()?.contains(unit) {
                 return Ok(());
             }
+            if super::stop_requested() {
+                return Err(super::interrupted(&format!(
+                    "while {unit} was running a backup"
+                )));
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::Deploy {
@@ -578,7 +583,7 @@ impl Backend for Fleet {
             if wrong.is_empty() && settling.is_empty() {
                 return Ok(());
             }
-            if wrong.is_empty() && now < deadline {
+            if wrong.is_empty() && now < deadline && !super::stop_requested() {
                 std::thread::sleep(pause.min(deadline - now));
                 pause = (pause * 2).min(Duration::from_secs(2));
                 continue;

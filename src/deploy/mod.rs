@@ -23,6 +23,7 @@ pub mod record;
 pub mod systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -203,6 +204,41 @@ pub trait Backend {
     }
 }
 
+/// Set by SIGINT/SIGTERM during an apply: it stops before its next action
+/// or at its next wait, and first starts again a timer it stopped, rather
+/// than dying with the job unscheduled.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// For `unitgen apply`: the first SIGINT or SIGTERM asks the apply to
+/// stop (see [`STOP`]); a second one kills as usual.
+pub fn stop_on_signals() {
+    extern "C" fn on_signal(signal: libc::c_int) {
+        STOP.store(true, Ordering::SeqCst);
+        // SAFETY: signal(2) is async-signal-safe (signal-safety(7)).
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores an atomic and calls signal(2).
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// The error of an apply stopped by a signal while `doing`.
+pub fn interrupted(doing: &str) -> Error {
+    Error::Deploy {
+        lines: vec![format!("stopped by a signal {doing}")],
+        detail: Vec::new(),
+    }
+}
+
 /// Reads the target and plans. `desired` holds this target's rendered
 /// units; with a scope, only its jobs and removed units are planned.
 pub fn prepare(
@@ -262,6 +298,10 @@ pub fn apply(
     let mut stopped: Vec<&Action> = Vec::new();
     let mut gone = Vec::new();
     for action in &plan.actions {
+        if stop_requested() {
+            let e = interrupted(&format!("before `{}`", backend.line(action)));
+            return Err(restart_stopped(backend, &stopped, say, e));
+        }
         say(&backend.line(action));
         if let Err(e) = backend.run(action) {
             return Err(restart_stopped(backend, &stopped, say, e));
@@ -307,9 +347,7 @@ fn restart_stopped(
     say: &mut dyn FnMut(&str),
     e: Error,
 ) -> Error {
-    let Error::Deploy { lines, mut detail } = e else {
-        return e;
-    };
+    let mut also = Vec::new();
     for action in stopped {
         let start = Action {
             op: Op::Start,
@@ -318,16 +356,25 @@ fn restart_stopped(
             why: Why::Undo,
         };
         say(&backend.line(&start));
-        if let Err(Error::Deploy {
-            lines: more,
-            detail: more_detail,
-        }) = backend.run(&start)
-        {
-            detail.extend(more.into_iter().map(|l| format!("and then: {l}")));
-            detail.extend(more_detail);
+        if let Err(failed) = backend.run(&start) {
+            also.push(format!("and then: {failed}"));
+            if let Error::Deploy { detail, .. } = failed {
+                also.extend(detail);
+            }
         }
     }
-    Error::Deploy { lines, detail }
+    match e {
+        Error::Deploy { lines, mut detail } => {
+            detail.extend(also);
+            Error::Deploy { lines, detail }
+        }
+        // Another kind of error (a file): say the restarts' failures after it.
+        other if also.is_empty() => other,
+        other => Error::Deploy {
+            lines: vec![other.to_string()],
+            detail: also,
+        },
+    }
 }
 
 /// `--wait`-style spans: finite, `0` allowed.

@@ -105,7 +105,9 @@ impl Record {
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Err(fs::TryLockError::WouldBlock)
+                    if Instant::now() < deadline && !super::stop_requested() =>
+                {
                     if !said {
                         eprintln!(
                             "unitgen: another unitgen apply is deploying from {}; waiting for it",
