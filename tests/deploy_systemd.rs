@@ -250,6 +250,59 @@ fn first_apply_a_change_a_removed_job_and_foreign_units_on_a_real_systemd() {
 }
 
 #[test]
+fn an_image_root_gets_the_units_and_their_symlinks_offline() {
+    // No host needed: `systemctl --root` edits the image's folder here.
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("unitgen.yaml"), SPEC);
+    let apply = || {
+        common::run(
+            common::unitgen()
+                .args(["apply", "--root", "img"])
+                .current_dir(dir.path()),
+        )
+    };
+    let root = dir.path().join("img");
+    let shown = |text: &str| text.replace(&root.display().to_string(), "IMG");
+    let r = apply();
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        shown(&r.stdout),
+        lines(&[
+            "write IMG/etc/systemd/system/alpha.service",
+            "write IMG/etc/systemd/system/alpha.timer",
+            "write IMG/etc/systemd/system/beta.service",
+            "write IMG/etc/systemd/system/beta.timer",
+            "systemctl --root=IMG enable alpha.timer",
+            "systemctl --root=IMG enable beta.timer",
+            "done: 6 actions; IMG/etc/systemd/system holds the 4 units of 2 jobs as rendered",
+        ])
+    );
+    let wants = root.join("etc/systemd/system/timers.target.wants");
+    assert_eq!(
+        std::fs::read_link(wants.join("alpha.timer")).unwrap(),
+        Path::new("/etc/systemd/system/alpha.timer")
+    );
+    write(
+        &dir.path().join("unitgen.yaml"),
+        "version: 1\njobs:\n  alpha:\n    schedule: daily\n    command: [/bin/true]\n",
+    );
+    let r = apply();
+    assert_eq!(
+        shown(&r.stdout),
+        lines(&[
+            "systemctl --root=IMG disable beta.timer",
+            "remove IMG/etc/systemd/system/beta.timer",
+            "remove IMG/etc/systemd/system/beta.service",
+            "done: 3 actions; IMG/etc/systemd/system holds the 2 units of 1 job as rendered",
+        ])
+    );
+    // The links point into the image: look at them, not through them.
+    assert!(std::fs::symlink_metadata(wants.join("beta.timer")).is_err());
+    assert!(std::fs::symlink_metadata(wants.join("alpha.timer")).is_ok());
+    assert!(!root.join("etc/systemd/system/beta.service").exists());
+}
+
+#[test]
 fn deployed_timers_fire_and_a_failing_job_runs_on_failure_and_is_reported() {
     let h = Host::boot(
         "version: 1

@@ -132,11 +132,16 @@ impl Record {
         }
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(Error::io(&path))?;
-        Ok(Record {
+        let mut record = Record {
             path,
             entries: parse(&text),
             file: Some(file),
-        })
+        };
+        if text.is_empty() {
+            // Just created: say what it is, even if nothing gets deployed.
+            record.save()?;
+        }
+        Ok(record)
     }
 
     /// Units recorded for this target and location, with their jobs.
