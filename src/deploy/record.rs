@@ -57,9 +57,13 @@ fn parse(text: &str) -> BTreeSet<Entry> {
                 _ => return None,
             };
             let (location, unit, job) = (f.next()?, f.next()?, f.next()?);
-            // A unit name, never a path: an edited record cannot point
-            // unitgen at another file.
-            if f.next().is_some() || unit.is_empty() || unit.contains('/') || unit.starts_with('.')
+            // A unit name, never a path or a flag: an edited record
+            // cannot point unitgen at another file or slip fleetctl an
+            // option.
+            if f.next().is_some()
+                || unit.is_empty()
+                || unit.contains('/')
+                || unit.starts_with(['.', '-'])
             {
                 return None;
             }
@@ -240,7 +244,9 @@ mod tests {
 
     #[test]
     fn an_edited_record_cannot_name_a_path() {
-        let entries = parse("fleet\t-\t../../etc/passwd\tj\nfleet\t-\t.hidden\tj\nbogus\n");
+        let entries = parse(
+            "fleet\t-\t../../etc/passwd\tj\nfleet\t-\t.hidden\tj\nfleet\t-\t--all\tj\nbogus\n",
+        );
         assert!(entries.is_empty(), "{entries:?}");
     }
 
