@@ -33,6 +33,13 @@ pub enum Error {
     /// etcd could not answer (unreachable, TLS, auth, timeout).
     #[error("{0}")]
     Etcd(#[from] crate::etcd::EtcdError),
+    /// `plan` or `apply` could not go on: one line per problem, then the
+    /// output of the tool that failed (fleetctl, systemctl), indented.
+    #[error("{}", lines.join("; "))]
+    Deploy {
+        lines: Vec<String>,
+        detail: Vec<String>,
+    },
     /// Already reported (on stdout or stderr); exit with this status.
     #[error("exit status {0}")]
     Silent(i32),
@@ -55,6 +62,7 @@ impl Error {
             Error::Etcd(crate::etcd::EtcdError::Config(_)) | Error::Usage(_) => 2,
             Error::Etcd(_) => 1,
             Error::Io { .. } | Error::Output { .. } | Error::Drift(_) | Error::Template { .. } => 1,
+            Error::Deploy { .. } => 1,
         }
     }
 

@@ -6,6 +6,7 @@
 //!   step's fields and rules, judged by the same code on both sides.
 //! - [`runner`]: `unitgen-runner`, which performs the steps.
 //! - [`cmd`]: the `unitgen` command line (the edge: flags, I/O, exit codes).
+//! - [`deploy`]: `plan` and `apply`: the rendered units onto fleet or a host.
 //! - [`etcd`]: the one etcd client, for values, watches and secrets.
 //! - [`schedule`]: systemd calendar expressions and cron conversion.
 //! - [`diag`] and [`error`]: problems, messages and exit codes.
@@ -14,6 +15,7 @@
 
 pub mod cmd;
 pub mod contract;
+pub mod deploy;
 pub mod diag;
 pub mod error;
 pub mod etcd;

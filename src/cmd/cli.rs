@@ -11,6 +11,8 @@ Examples:
   unitgen render | xargs fleetctl submit Submit every rendered unit to fleet
   unitgen validate -f ops/unitgen.yaml   Report every problem in a spec
   unitgen watch --exec 'fleetctl start \"$@\"'  Re-render when etcd values change
+  unitgen plan                           What apply would do; exit 1 when anything
+  unitgen apply                          Make fleet (or the host) run the rendered units
   unitgen schedule --cron '15 0 * * *'   Show the OnCalendar form and next run";
 
 #[derive(Debug, Parser)]
@@ -61,14 +63,48 @@ Examples:
   unitgen watch -o units
   unitgen watch --exec 'fleetctl destroy \"$@\" && fleetctl start \"$@\"'
   UNITGEN_ETCD_PASSWORD_FILE=/etc/unitgen/etcd.pw unitgen watch --etcd-user unitgen
+  unitgen watch --apply                   Deploy each change as `unitgen apply` would
 
 Each batch of changes prints the rewritten unit paths, one per line, and runs --exec once
 with them as arguments (\"$@\"); units of jobs removed from the spec are deleted, reported
 on stderr (`removed PATH`) and given to --exec only in $UNITGEN_REMOVED (one path per
 line; $UNITGEN_CHANGED lists the rewritten ones the same way), never as arguments. A
 referenced key that disappears is reported, and the last good units stay. SIGINT or
-SIGTERM stops the watch.")]
+SIGTERM stops the watch.
+
+With --apply, the first render is applied in full (as `unitgen apply`), and each later
+batch applies exactly the jobs whose units were rewritten or removed, before --exec runs.
+A failed apply is reported; the watch goes on, and tries those jobs again with the next
+batch.")]
     Watch(WatchArgs),
+    /// Show what `apply` would change on the fleet cluster or systemd host
+    #[command(after_help = "\
+Examples:
+  unitgen plan                            One action per line; exit 0: nothing to do, 1: actions
+  unitgen plan --target systemd --json    The same for tools
+  FLEETCTL_DRIVER=etcd FLEETCTL_ENDPOINT=http://10.0.0.1:2379 unitgen plan
+
+Renders the spec in memory (nothing is written) and compares it with what fleet (through
+fleetctl) or the host runs, and with the record of what `unitgen apply` deployed from DIR
+(DIR/.unitgen-deployed). The actions are the commands apply runs, in order.")]
+    Plan(PlanArgs),
+    /// Make the fleet cluster or systemd host run exactly the rendered units
+    #[command(after_help = "\
+Examples:
+  unitgen apply                           fleetctl from PATH, connected by its environment
+  unitgen apply --fleetctl-arg=--driver=etcd --fleetctl-arg=--endpoint=http://10.0.0.1:2379
+  unitgen apply --target systemd          Into /etc/systemd/system, then systemctl
+  unitgen apply --target systemd --root /mnt/image   Offline, for an image
+
+Renders the spec into DIR (as `unitgen render`), then runs `unitgen plan`'s actions one by
+one, printing each before it runs, and stops at the first failure with fleetctl's or
+systemctl's output. fleet: new units are submitted, services loaded and timers started;
+changed units are replaced with --replace, never while their service runs a backup (it is
+waited for, up to --wait-idle); units of removed jobs are destroyed, timer first. A host:
+files are written, systemd reloaded, timers enabled and started. Only units that DIR's record
+lists and that carry [X-Unitgen] are ever removed; a unit of a rendered name that is not
+unitgen's is an error.")]
+    Apply(ApplyArgs),
     /// Print a shell completion script
     #[command(after_help = "\
 Examples:
@@ -189,6 +225,93 @@ pub struct WatchArgs {
     /// Wait this long after a change for more before re-rendering, e.g. `200ms`
     #[arg(long, value_name = "SPAN", default_value = "200ms")]
     pub debounce: String,
+    /// Deploy each change to fleet or the host, as `unitgen apply` does
+    #[arg(long, help_heading = "Deploying")]
+    pub apply: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Where `plan`, `apply` and `watch --apply` deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// A fleet cluster, through fleetctl
+    Fleet,
+    /// This host's systemd (or an image with --root)
+    Systemd,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Deploying")]
+pub struct TargetArgs {
+    /// Deploy the jobs with this target [default: the one every job of the spec has]
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub target: Option<TargetArg>,
+    /// The fleetctl to run; it connects as its environment says
+    /// (FLEETCTL_ENDPOINT, FLEETCTL_DRIVER, ...)
+    #[arg(long, value_name = "PATH", default_value = "fleetctl")]
+    pub fleetctl: PathBuf,
+    /// A global flag for every fleetctl call, e.g. `--fleetctl-arg=--driver=etcd` (repeatable)
+    #[arg(long = "fleetctl-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub fleetctl_args: Vec<String>,
+    /// systemd: deploy into the image whose root is DIR (DIR/etc/systemd/system), offline:
+    /// only `systemctl --root=DIR enable/disable`
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Deploying")]
+pub struct WaitArgs {
+    /// How long fleet or systemd may take to report a unit's state; `0` triggers and does
+    /// not wait (fleetctl --no-block, systemctl --no-block)
+    #[arg(long, value_name = "SPAN", default_value = "1min")]
+    pub wait: String,
+    /// How long a running backup may take to finish before its service is replaced or
+    /// destroyed; after that the apply fails, naming the busy unit
+    #[arg(long, value_name = "SPAN", default_value = "10min")]
+    pub wait_idle: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The output folder (its record says what apply deployed from it)
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "units"
+    )]
+    pub output: PathBuf,
+    /// One JSON object: the target, the actions and the notes
+    #[arg(long)]
+    pub json: bool,
+    // After the plain options: its etcd flags set a help heading.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The output folder: rendered into first, and deployed from
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "units"
+    )]
+    pub output: PathBuf,
+    // After the plain options: its etcd flags set a help heading.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]

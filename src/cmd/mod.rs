@@ -3,6 +3,7 @@
 //! on the generator's side starts here.
 
 pub mod cli;
+pub mod deploy;
 pub mod report;
 pub mod settings;
 pub mod watch;
@@ -23,6 +24,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Render(args) => render(&args),
         Command::Validate(args) => validate(&args),
         Command::Watch(args) => watch::run(&args),
+        Command::Plan(args) => deploy::plan(&args),
+        Command::Apply(args) => deploy::apply(&args),
         Command::Schedule(args) => schedule(args),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -74,10 +77,16 @@ fn schedule(cmd: cli::ScheduleCmd) -> Result<(), Error> {
 
 /// Reads the spec, fetches its references once and renders: nothing written.
 fn render_files(args: &SpecArgs) -> Result<Vec<UnitFile>, Error> {
+    render_loaded(args).map(|(_, files)| files)
+}
+
+/// [`render_files`], with the spec it read.
+fn render_loaded(args: &SpecArgs) -> Result<(crate::generate::Loaded, Vec<UnitFile>), Error> {
     let loaded = crate::generate::load(&args.spec)?;
     let mut source = ValueSource::for_spec(args, &loaded)?;
     let values = runtime()?.block_on(source.fetch(loaded.refs()))?;
-    loaded.render(&values)
+    let files = loaded.render(&values)?;
+    Ok((loaded, files))
 }
 
 fn validate(args: &SpecArgs) -> Result<(), Error> {

@@ -25,6 +25,14 @@ pub fn report(e: &Error) {
                 );
             }
         }
+        Error::Deploy { lines, detail } => {
+            for line in lines {
+                let _ = writeln!(err, "error: {}", crate::diag::escape_controls(line));
+            }
+            for line in detail {
+                let _ = writeln!(err, "  {}", crate::diag::escape_controls(line));
+            }
+        }
         other => {
             let _ = writeln!(
                 err,

@@ -20,8 +20,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
 use crate::cmd::cli::WatchArgs;
+use crate::cmd::deploy::Deployer;
 use crate::cmd::report::report;
 use crate::cmd::settings::{ValueSource, ValuesFile, runtime};
+use crate::deploy::Scope;
 use crate::error::Error;
 use crate::etcd::{Lookup, Need};
 use crate::generate::render::UnitFile;
@@ -48,13 +50,17 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
         }
         Err(e) => return Err(Error::Usage(format!("--debounce {e}"))),
     };
+    let deployer = match args.apply {
+        true => Some(Deployer::new(&args.target, &args.wait, &args.output)?),
+        false => None,
+    };
     runtime()?.block_on(async {
         let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
         // A boot-time service may start before etcd: the first render
         // waits for it, and a signal still ends the wait.
         let mut watcher = tokio::select! {
-            w = Watcher::start(args, debounce) => w?,
+            w = Watcher::start(args, debounce, deployer) => w?,
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
         };
@@ -81,12 +87,23 @@ struct Watcher<'a> {
     /// Fetch every value again before the next render (spec change,
     /// compaction).
     reread: bool,
+    /// `--apply`: how to deploy each batch.
+    deployer: Option<Deployer>,
+    /// Deploy everything with the next batch (the first one, or after a
+    /// full apply failed), else `pending` plus the batch's own jobs.
+    deploy_all: bool,
+    /// Jobs and removed units whose apply failed, tried again next batch.
+    pending: Scope,
 }
 
 impl<'a> Watcher<'a> {
     /// The first render. etcd that does not answer yet is waited for,
     /// with backoff; any other failure ends the command.
-    async fn start(args: &'a WatchArgs, debounce: Duration) -> Result<Watcher<'a>, Error> {
+    async fn start(
+        args: &'a WatchArgs,
+        debounce: Duration,
+        deployer: Option<Deployer>,
+    ) -> Result<Watcher<'a>, Error> {
         let loaded = load(&args.spec.spec)?;
         let mut source = ValueSource::for_spec(&args.spec, &loaded)?;
         let mut backoff = MIN_BACKOFF;
@@ -119,6 +136,9 @@ impl<'a> Watcher<'a> {
             revision: 0,
             watched: BTreeMap::new(),
             reread: false,
+            deployer,
+            deploy_all: true,
+            pending: Scope::default(),
         };
         if let ValueSource::Etcd(e) = &watcher.source {
             watcher.revision = e.revision();
@@ -176,6 +196,7 @@ impl<'a> Watcher<'a> {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        self.deploy(files, &written).await;
         let nothing = written.changed.is_empty() && written.removed.is_empty();
         if let (Some(cmd), false) = (&self.args.exec, nothing) {
             let status = tokio::process::Command::new("/bin/sh")
@@ -194,6 +215,88 @@ impl<'a> Watcher<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `--apply`: deploys the first render in full, then each batch's jobs
+    /// (and what failed before). A failure is reported; the watch goes on.
+    async fn deploy(&mut self, files: &[UnitFile], written: &crate::generate::output::Written) {
+        let Some(deployer) = self.deployer.clone() else {
+            return;
+        };
+        let scope = if self.deploy_all {
+            None
+        } else {
+            let mut scope = crate::cmd::deploy::scope(written, files);
+            scope.jobs.extend(self.pending.jobs.iter().cloned());
+            scope.removed.extend(self.pending.removed.iter().cloned());
+            if scope.jobs.is_empty() && scope.removed.is_empty() {
+                return;
+            }
+            Some(scope)
+        };
+        let target = match deployer.target_for(&self.loaded) {
+            Ok(t) => t,
+            Err(e) => {
+                report(&e);
+                return;
+            }
+        };
+        let targets = crate::cmd::deploy::job_targets(&self.loaded);
+        let files = files.to_vec();
+        let task_scope = scope.clone();
+        // fleetctl and systemctl are waited for synchronously, off the
+        // runtime's thread. A signal meanwhile asks the apply to stop at
+        // its next step (putting back a timer it stopped); the watch loop
+        // sees the same signal afterwards and ends.
+        let mut sigint = signal(SignalKind::interrupt()).ok();
+        let mut sigterm = signal(SignalKind::terminate()).ok();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let mut say = |line: &str| note(line);
+            let mut warn = |line: &str| note(line);
+            deployer.deploy(
+                target,
+                &files,
+                &targets,
+                crate::cmd::deploy::Deploy::Written(task_scope.as_ref()),
+                &mut say,
+                &mut warn,
+            )
+        });
+        let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = &mut task => r,
+            _ = recv(&mut sigint) => { crate::deploy::request_stop(); task.await }
+            _ = recv(&mut sigterm) => { crate::deploy::request_stop(); task.await }
+        };
+        match result {
+            Ok(Ok(())) => {
+                self.deploy_all = false;
+                self.pending = Scope::default();
+            }
+            Ok(Err(e)) => {
+                report(&e);
+                note(
+                    "the apply failed; the watch goes on and applies these jobs again with the next change",
+                );
+                if let Some(scope) = scope {
+                    self.pending = scope;
+                }
+            }
+            Err(e) => {
+                note(format!("the apply stopped: {e}"));
+                if let Some(scope) = scope {
+                    self.pending = scope;
+                }
+            }
+        }
     }
 
     /// Renders again after changes; a failure keeps the last good units.
