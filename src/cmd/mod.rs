@@ -82,7 +82,8 @@ fn render_files(args: &SpecArgs) -> Result<Vec<UnitFile>, Error> {
 
 fn validate(args: &SpecArgs) -> Result<(), Error> {
     let files = render_files(args)?;
-    eprintln!("{}: ok, {} job(s)", args.spec.display(), files.len() / 2);
+    let name = crate::generate::source::display_name(&args.spec);
+    eprintln!("{name}: ok, {} job(s)", files.len() / 2);
     Ok(())
 }
 
@@ -106,7 +107,7 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
         return Err(Error::Drift(format!(
             "{} is out of date with {}; run `unitgen render` and commit the result",
             args.output.display(),
-            args.spec.spec.display()
+            crate::generate::source::display_name(&args.spec.spec)
         )));
     }
     let written = output::write(&args.output, &files)?;
