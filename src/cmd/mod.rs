@@ -83,7 +83,9 @@ fn render_files(args: &SpecArgs) -> Result<Vec<UnitFile>, Error> {
 fn validate(args: &SpecArgs) -> Result<(), Error> {
     let files = render_files(args)?;
     let name = crate::generate::source::display_name(&args.spec);
-    eprintln!("{name}: ok, {} job(s)", files.len() / 2);
+    // A job has two or three units (its notify unit): count jobs, not files.
+    let jobs: std::collections::BTreeSet<&str> = files.iter().map(|f| f.job.as_str()).collect();
+    eprintln!("{name}: ok, {} job(s)", jobs.len());
     Ok(())
 }
 
