@@ -11,7 +11,7 @@ use serde_yaml::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::diag::{KeyPath, Kind, Location, Problem, Seg, cut};
+use crate::diag::{KeyPath, Kind, Location, Problem, Seg, cut, shown};
 use crate::error::Error;
 use crate::generate::spec::{Job, Spec, SpecOf};
 
@@ -103,6 +103,17 @@ pub struct Source {
 struct Locations {
     keys: HashMap<KeyPath, Location>,
     values: HashMap<KeyPath, Location>,
+    /// Keys given twice in one map, in file order.
+    duplicates: Vec<Duplicate>,
+}
+
+/// A key given a second time in the same map.
+struct Duplicate {
+    /// The map holding it.
+    map: KeyPath,
+    key: String,
+    first: Location,
+    second: Location,
 }
 
 impl Source {
@@ -212,10 +223,9 @@ impl Source {
             }
             Ok(v) => v,
             Err(e) => {
-                let problem = self.yaml_syntax_problem(&e);
                 return Decoded {
                     value: None,
-                    problems: vec![problem],
+                    problems: self.yaml_syntax_problems(&e),
                     removed,
                 };
             }
@@ -315,7 +325,9 @@ impl Source {
         self.at_value(path, Kind::Type, shorten(message))
     }
 
-    fn yaml_syntax_problem(&self, e: &serde_yaml::Error) -> Problem {
+    /// serde_yaml's (libyaml's) words for a file that is not YAML, made
+    /// plain where they are known to puzzle people.
+    fn yaml_syntax_problems(&self, e: &serde_yaml::Error) -> Vec<Problem> {
         let message = e.to_string();
         // serde_yaml appends " at line L column C"; the location is printed
         // in front instead, where editors look for it.
@@ -323,16 +335,64 @@ impl Source {
             Some(i) => &message[..i],
             None => &message,
         };
-        Problem {
+        let location = e.location().map(|l| Location {
+            line: l.line(),
+            col: l.column(),
+        });
+        // serde_yaml reports the first key given twice, at the map that
+        // holds it; the event stream knows every one, and where the second
+        // of each is, which is the one to look at (the later one is usually
+        // the pasted or forgotten copy).
+        if message.contains("duplicate entry with key") {
+            let found = &self.locations().duplicates;
+            if !found.is_empty() {
+                return found.iter().map(|d| self.duplicate_problem(d)).collect();
+            }
+        }
+        // libyaml names the token a tab cannot start, not the tab: "found
+        // character that cannot start any token" (a tab in the indentation)
+        // or "found a tab character that violates indentation".
+        let tab = location.is_some_and(|l| self.char_at(l) == Some('\t'));
+        let message = match tab {
+            true => "found a tab, but YAML indents with spaces only; replace the tab with spaces",
+            false => message,
+        };
+        vec![Problem {
             file: self.name.clone(),
-            location: e.location().map(|l| Location {
-                line: l.line(),
-                col: l.column(),
-            }),
+            location,
             path: KeyPath::root(),
             kind: Kind::Syntax,
             message: format!("not valid YAML: {message}"),
+        }]
+    }
+
+    fn duplicate_problem(&self, d: &Duplicate) -> Problem {
+        let message = if d.map == KeyPath::root().key("jobs") {
+            format!(
+                "job `{}` is defined twice (first at line {}); give each job its own name, or merge the two",
+                shown(&d.key),
+                d.first.line
+            )
+        } else {
+            format!(
+                "`{}` is given twice here (first at line {}); a YAML map holds each key once, so keep one",
+                shown(&d.key),
+                d.first.line
+            )
+        };
+        Problem {
+            file: self.name.clone(),
+            location: Some(d.second),
+            path: d.map.key(&d.key),
+            kind: Kind::DuplicateKey,
+            message,
         }
+    }
+
+    /// The character at a 1-based line and column of the text.
+    fn char_at(&self, at: Location) -> Option<char> {
+        let line = self.text.lines().nth(at.line.checked_sub(1)?)?;
+        line.chars().nth(at.col.checked_sub(1)?)
     }
 }
 
@@ -428,10 +488,12 @@ struct Locator {
 }
 
 enum Frame {
-    /// `pending` is the key whose value comes next, if any.
+    /// `pending` is the key whose value comes next, if any; `seen` holds
+    /// where each key of the map was first given.
     Map {
         pending: Option<String>,
         role: Role,
+        seen: HashMap<String, Location>,
     },
     Seq {
         next: usize,
@@ -488,9 +550,24 @@ impl Locator {
             }
             Some(Frame::Map {
                 pending: pending @ None,
+                seen,
                 ..
             }) => {
+                let complex = scalar.is_none();
                 let key = scalar.unwrap_or_else(|| "<complex key>".to_owned());
+                if !complex {
+                    match seen.get(&key) {
+                        Some(first) => self.found.duplicates.push(Duplicate {
+                            map: self.path.clone(),
+                            key: key.clone(),
+                            first: *first,
+                            second: loc,
+                        }),
+                        None => {
+                            seen.insert(key.clone(), loc);
+                        }
+                    }
+                }
                 self.found.keys.insert(self.path.key(&key), loc);
                 *pending = Some(key.clone());
                 if collection.is_none() {
@@ -529,6 +606,7 @@ impl Locator {
             Some(true) => self.stack.push(Frame::Map {
                 pending: None,
                 role,
+                seen: HashMap::new(),
             }),
             Some(false) => self.stack.push(Frame::Seq { next: 0, role }),
             None => {}

@@ -1,0 +1,157 @@
+//! The operator-experience issue, generator side: each promise pinned by
+//! its exact message on stderr and its exit status, through the real
+//! binary. (The deploy commands have their own suites.)
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+
+fn spec_in(dir: &Path, text: &str) {
+    write(&dir.join("unitgen.yaml"), text);
+}
+
+/// Runs unitgen in `dir` (so paths in messages are relative).
+fn in_dir(dir: &Path, args: &[&str]) -> Run {
+    run(unitgen().args(args).current_dir(dir))
+}
+
+/// `unitgen validate` of `spec` exits 2 with exactly `stderr`.
+fn assert_fails(dir: &Path, spec: &str, stderr: &str) {
+    spec_in(dir, spec);
+    let r = in_dir(dir, &["validate"]);
+    assert_eq!(r.stderr, stderr);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.stdout, "");
+}
+
+/// Runs unitgen in `dir` with `input` on its standard input.
+fn with_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
+    let mut child = unitgen()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start unitgen");
+    // A command that refuses `-f -` exits without reading: a broken pipe
+    // is its answer, not the test's failure.
+    let written = child.stdin.take().unwrap().write_all(input.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status.code().expect("exit status"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+const ONE_JOB: &str =
+    "version: 1\njobs:\n  one:\n    schedule: daily\n    command: [/usr/bin/true]\n";
+
+// `-f -` reads the spec from stdin.
+
+#[test]
+fn the_spec_may_come_from_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = with_stdin(tmp.path(), &["validate", "-f", "-"], ONE_JOB);
+    assert_eq!(
+        (r.status, r.stderr.as_str()),
+        (0, "<stdin>: ok, 1 job(s)\n")
+    );
+    let r = with_stdin(tmp.path(), &["render", "-f", "-", "--stdout"], ONE_JOB);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("# one.service\n[Unit]\n"),
+        "{}",
+        r.stdout
+    );
+    // Problems name it `<stdin>`.
+    let r = with_stdin(
+        tmp.path(),
+        &["render", "-f", "-"],
+        "version: 1\njobs:\n  one:\n    schedule: daily\n    bogus: 1\n    command: [/usr/bin/true]\n",
+    );
+    assert_eq!(
+        (r.status, r.stderr.as_str()),
+        (
+            2,
+            "error: <stdin>:5:5: jobs.one.bogus: unknown key `bogus`; expected one of: description, schedule, cron, timer, target, after, requires, on_failure, timeout, fleet, lock, container, command, environment, steps, notify\n"
+        )
+    );
+    assert!(!tmp.path().join("units").exists());
+    // `--check` names it too when the units are stale.
+    let r = with_stdin(tmp.path(), &["render", "-f", "-", "--check"], ONE_JOB);
+    assert_eq!(r.status, 1);
+    assert_eq!(
+        r.stderr,
+        "error: units is out of date with <stdin>; run `unitgen render` and commit the result\n"
+    );
+}
+
+#[test]
+fn watch_refuses_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = with_stdin(tmp.path(), &["watch", "-f", "-"], ONE_JOB);
+    assert_eq!(
+        (r.status, r.stderr.as_str()),
+        (
+            2,
+            "error: watch re-reads the spec whenever it changes, so it needs a file, not `-f -` (standard input); save the spec to a file and pass its path\n"
+        )
+    );
+    assert!(!tmp.path().join("units").exists());
+}
+
+// YAML errors in plain words, at the right place.
+
+#[test]
+fn a_tab_is_called_a_tab() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n\tschedule: daily\n",
+        "error: unitgen.yaml:4:1: not valid YAML: found a tab, but YAML indents with spaces only; replace the tab with spaces\n",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n    schedule: daily\n  \t  command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:5:3: not valid YAML: found a tab, but YAML indents with spaces only; replace the tab with spaces\n",
+    );
+    // Other syntax errors keep libyaml's words.
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs: [unclosed\n",
+        "error: unitgen.yaml:3:1: not valid YAML: did not find expected ',' or ']'\n",
+    );
+}
+
+#[test]
+fn a_duplicate_points_at_the_second_occurrence() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  a:
+    schedule: daily
+    command: [/usr/bin/true]
+  b:
+    schedule: daily
+    timer: { persistent: true, persistent: false }
+    command: [/usr/bin/true]
+  a:
+    schedule: weekly
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:8:32: jobs.b.timer.persistent: `persistent` is given twice here (first at line 8); a YAML map holds each key once, so keep one
+error: unitgen.yaml:10:3: jobs.a: job `a` is defined twice (first at line 3); give each job its own name, or merge the two
+",
+    );
+}
