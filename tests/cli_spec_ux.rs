@@ -155,3 +155,37 @@ error: unitgen.yaml:10:3: jobs.a: job `a` is defined twice (first at line 3); gi
 ",
     );
 }
+
+// A misspelt schedule gets a suggestion, not a command that repeats the error.
+
+#[test]
+fn a_misspelt_schedule_gets_a_suggestion() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  a:
+    schedule: daly
+    command: [/usr/bin/true]
+  b:
+    schedule: \"Mon,Tuz 02:00\"
+    command: [/usr/bin/true]
+  c:
+    schedule: \"*-*-* 25:00\"
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:15: jobs.a.schedule: invalid calendar expression `daly`: unknown weekday or shorthand `daly` (did you mean `daily`?)
+error: unitgen.yaml:7:15: jobs.b.schedule: invalid calendar expression `Mon,Tuz 02:00`: unknown weekday `Tuz` (did you mean `Tue`?)
+error: unitgen.yaml:10:15: jobs.c.schedule: invalid calendar expression `*-*-* 25:00`: hour 25 is out of range 0..23; see \"Calendar Events\" in `man systemd.time`
+",
+    );
+    let r = run(unitgen().args(["schedule", "daly"]));
+    assert_eq!(
+        (r.status, r.stdout.as_str()),
+        (
+            2,
+            "invalid calendar expression `daly`: unknown weekday or shorthand `daly` (did you mean `daily`?)\n"
+        )
+    );
+}

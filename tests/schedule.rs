@@ -265,7 +265,7 @@ fn calendar_errors_are_explained() {
     let err = CalendarSpec::parse("Mon..Fro 00:15").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`"
+        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)"
     );
     for expr in ["bogus", "*:60", "*-*-32", "Wed..Mon", "12:00 Foo/Bar", ""] {
         let err = CalendarSpec::parse(expr).unwrap_err();
@@ -613,7 +613,7 @@ fn report_json_lines() {
     assert_eq!(lines[1]["valid"], false);
     assert_eq!(
         lines[1]["error"],
-        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`"
+        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)"
     );
 }
 

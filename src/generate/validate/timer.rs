@@ -3,7 +3,7 @@
 //! options, with `defaults.timer` merged field by field.
 
 use super::{Cx, layered};
-use crate::diag::{KeyPath, shown};
+use crate::diag::KeyPath;
 use crate::generate::escape::UnitValue;
 use crate::generate::spec::{Defaults, Job, Str, TimerSpec};
 use crate::schedule::{CalendarSpec, cron_to_on_calendar};
@@ -62,13 +62,13 @@ impl Cx<'_> {
                 let text = self.str(s, &p)?;
                 let text = text.trim().to_owned();
                 if let Err(e) = CalendarSpec::parse(&text) {
-                    self.err(
-                        &p,
-                        format!(
-                            "{e}; see `man systemd.time`, or try `unitgen schedule '{}'`",
-                            shown(&text)
-                        ),
-                    );
+                    // A suggestion is the fix; without one, the grammar is.
+                    // (`unitgen schedule` would print this same error.)
+                    let hint = match e.reason().contains("(did you mean") {
+                        true => "",
+                        false => "; see \"Calendar Events\" in `man systemd.time`",
+                    };
+                    self.err(&p, format!("{e}{hint}"));
                     return None;
                 }
                 (p, vec![text])
