@@ -189,3 +189,79 @@ error: unitgen.yaml:10:15: jobs.c.schedule: invalid calendar expression `*-*-* 2
         )
     );
 }
+
+// Cron lines: what the extra field is, and Vixie cron's refusals.
+
+#[test]
+fn cron_says_what_the_extra_field_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  seconds:
+    cron: \"0 15 0 * * *\"
+    command: [/usr/bin/true]
+  tz:
+    cron: \"CRON_TZ=Europe/Berlin 15 0 * * *\"
+    command: [/usr/bin/true]
+  seed:
+    cron: \"15 00 * * * root /usr/bin/flock -w 10 /var/lock/backups /usr/local/bin/rsync-backups.sh\"
+    command: [/usr/bin/true]
+  command:
+    cron: \"15 0 * * * /usr/local/bin/rsync-backups.sh\"
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:11: jobs.seconds.cron: invalid cron schedule `0 15 0 * * *`: 6 fields are another scheduler's syntax (Quartz, Spring), where the first field is the seconds and a seventh the year; cron has 5 (minute hour day-of-month month day-of-week): drop the seconds, or write `schedule:` as a calendar expression, which has seconds (`*-*-* 00:15:30`), instead of `cron`
+error: unitgen.yaml:7:11: jobs.tz.cron: invalid cron schedule `CRON_TZ=Europe/Berlin 15 0 * * *`: `CRON_TZ=Europe/Berlin` is a crontab setting, not part of a schedule; for a schedule in that time zone, write `schedule: \"*-*-* 00:15:00 Europe/Berlin\"` instead of `cron`
+error: unitgen.yaml:10:11: jobs.seed.cron: invalid cron schedule `15 00 * * * root /usr/bin/flock -w 10 /var/lock/backups /usr/local/bin/rsync-backups.sh`: the sixth field, `root`, is the user field of /etc/crontab and /etc/cron.d, and the rest is the command; `cron` takes only the schedule: run as that user with `service: { user: root }` and put the command in `command:`
+error: unitgen.yaml:13:11: jobs.command.cron: invalid cron schedule `15 0 * * * /usr/local/bin/rsync-backups.sh`: the sixth field, `/usr/local/bin/rsync-backups.sh`, starts a command; `cron` takes only the schedule, and the command goes in `command:`
+",
+    );
+}
+
+#[test]
+fn cron_refuses_what_vixie_cron_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  upper:
+    cron: \"@DAILY\"
+    command: [/usr/bin/true]
+  step:
+    cron: \"*/90 * * * *\"
+    command: [/usr/bin/true]
+  backwards:
+    cron: \"0 0 * * fri-mon\"
+    command: [/usr/bin/true]
+  zero:
+    cron: \"*/0 * * * *\"
+    command: [/usr/bin/true]
+  long-name:
+    cron: \"0 0 * * Monday\"
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:11: jobs.upper.cron: invalid cron schedule `@DAILY`: cron's shorthands are lowercase (Vixie cron refuses `@DAILY`); write `@daily`
+error: unitgen.yaml:7:11: jobs.step.cron: invalid cron schedule `*/90 * * * *`: step 90 in `*/90` is larger than the minute range it steps through (0-59), and crons disagree on what that means (Debian's runs at 0 only, Vixie cron 4.1 at every value); write `0` to run once
+error: unitgen.yaml:10:11: jobs.backwards.cron: invalid cron schedule `0 0 * * fri-mon`: range `fri-mon` in the day of week field goes backwards (cron ranges cannot wrap)
+error: unitgen.yaml:13:11: jobs.zero.cron: invalid cron schedule `*/0 * * * *`: step must not be zero in the minute field (`*/0`)
+error: unitgen.yaml:16:11: jobs.long-name.cron: invalid cron schedule `0 0 * * Monday`: invalid day of week `Monday` (expected a number 0-7 or one of sun,mon,tue,wed,thu,fri,sat); cron takes the first three letters: `mon`
+",
+    );
+    // What it accepts: names in any case and in ranges, `$` for the last day.
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  a:\n    cron: \"0 4 $ JaN-mar MON-fri\"\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render", "--stdout"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "\nOnCalendar=Mon..Fri *-01..03-* 04:00:00\nOnCalendar=*-01..03~01 04:00:00\n"
+        ),
+        "{}",
+        r.stdout
+    );
+}
