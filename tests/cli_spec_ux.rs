@@ -265,3 +265,54 @@ error: unitgen.yaml:16:11: jobs.long-name.cron: invalid cron schedule `0 0 * * M
         r.stdout
     );
 }
+
+// Monotonic timers: what `@reboot` advises is a key of the spec.
+
+#[test]
+fn reboot_advises_the_on_boot_timer_which_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1\njobs:\n  b:\n    cron: \"@reboot\"\n    command: [/usr/bin/true]\n",
+        "error: unitgen.yaml:4:11: jobs.b.cron: invalid cron schedule `@reboot`: `@reboot` runs once at boot, which is not a calendar event; drop `cron` and start the job from the timer instead: `timer: { on_boot: 1min }` (systemd's OnBootSec=)\n",
+    );
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  b:\n    timer: { on_boot: 1min }\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["render", "--stdout"]);
+    assert_eq!((r.status, r.stderr.as_str()), (0, ""));
+    assert!(
+        r.stdout
+            .contains("\n[Timer]\nOnBootSec=1min\nUnit=b.service\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn monotonic_timers_that_never_fire_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  never:
+    timer: { on_unit_active: 1d }
+    command: [/usr/bin/true]
+  inf:
+    timer: { on_boot: infinity }
+    command: [/usr/bin/true]
+  none:
+    command: [/usr/bin/true]
+  pers:
+    timer: { on_boot: 1min, persistent: true }
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:30: jobs.never.timer.on_unit_active: `on_unit_active` counts from the job's last run, but nothing starts a first one, so the timer would never fire; add `on_boot` (e.g. `on_boot: 15min`), `schedule` or `cron`
+error: unitgen.yaml:7:23: jobs.inf.timer.on_boot: `infinity` never comes, so the timer would never fire; give a time span such as `15min`
+error: unitgen.yaml:9:3: jobs.none: nothing starts this job: give `schedule` (a calendar expression such as `*-*-* 00:15:00`), `cron`, or a start in `timer` such as `on_boot: 15min`
+error: unitgen.yaml:12:41: jobs.pers.timer.persistent: `persistent` catches up on `schedule` or `cron` runs missed while the host was down (systemd's Persistent= applies to calendar timers only), and this job has neither; remove it
+",
+    );
+}

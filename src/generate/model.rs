@@ -57,6 +57,9 @@ pub struct Command {
 pub struct TimerUnit {
     pub description: UnitValue,
     pub on_calendar: Vec<UnitValue>,
+    /// `OnBootSec=` and the other monotonic timers, in systemd.timer(5)'s
+    /// order.
+    pub monotonic: Vec<Setting>,
     /// Written whenever the spec sets it, even to false.
     pub persistent: Option<bool>,
     pub randomized_delay: Option<UnitValue>,
@@ -64,6 +67,14 @@ pub struct TimerUnit {
     pub unit: UnitName,
     pub x_fleet: Vec<FleetOption>,
     pub job: UnitValue,
+}
+
+/// One setting of a fixed name whose value was checked and escaped for
+/// it (a timer's `OnBootSec=`, a service's `User=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    pub value: UnitValue,
 }
 
 /// One `[X-Fleet]` setting.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::generate::escape::ExecLine;
-use crate::generate::model::{Command, FleetOption, JobUnits, Model, NotifyUnit};
+use crate::generate::model::{Command, FleetOption, JobUnits, Model, NotifyUnit, Setting};
 use crate::generate::spec::Target;
 
 /// A rendered file: its name inside the output folder and its bytes.
@@ -65,6 +65,7 @@ struct ServiceView<'a> {
 struct TimerView<'a> {
     description: &'a str,
     on_calendar: Vec<&'a str>,
+    monotonic: Vec<OptionView<'a>>,
     persistent: Option<&'static str>,
     randomized_delay: Option<&'a str>,
     accuracy: Option<&'a str>,
@@ -96,6 +97,16 @@ fn options(opts: &[FleetOption]) -> Vec<OptionView<'_>> {
         .map(|o| OptionView {
             key: o.key,
             value: o.value.as_str(),
+        })
+        .collect()
+}
+
+fn settings(settings: &[Setting]) -> Vec<OptionView<'_>> {
+    settings
+        .iter()
+        .map(|s| OptionView {
+            key: s.key,
+            value: s.value.as_str(),
         })
         .collect()
 }
@@ -136,6 +147,7 @@ fn view(job: &JobUnits) -> View<'_> {
         timer: TimerView {
             description: t.description.as_str(),
             on_calendar: t.on_calendar.iter().map(|v| v.as_str()).collect(),
+            monotonic: settings(&t.monotonic),
             persistent: t.persistent.map(|p| if p { "true" } else { "false" }),
             randomized_delay: t.randomized_delay.as_ref().map(|v| v.as_str()),
             accuracy: t.accuracy.as_ref().map(|v| v.as_str()),

@@ -314,15 +314,37 @@ impl<'de> Deserialize<'de> for EndpointSpec {
     }
 }
 
+/// Timer settings (systemd.timer(5)). Besides `schedule` or `cron`, or
+/// instead of them, a timer may start the job a time span after an event:
+/// `on_boot: 15min` with `on_unit_active: 1d` runs it 15 minutes after
+/// boot, then a day after each run.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerSpec {
-    /// `Persistent=`: catch up on a run missed while the host was down.
+    /// `Persistent=`: catch up on a run missed while the host was down
+    /// (for `schedule` and `cron` only).
     pub persistent: Option<bool>,
     /// `RandomizedDelaySec=`: spread runs over this time span.
     pub randomized_delay: Option<Str>,
     /// `AccuracySec=`: how late systemd may fire to coalesce wake-ups.
     pub accuracy: Option<Str>,
+    /// `OnActiveSec=`: run this long after the timer is started
+    /// (`systemctl start`, `fleetctl start`).
+    pub on_active: Option<Str>,
+    /// `OnBootSec=`: run this long after the machine booted (at once when
+    /// the timer starts later than that), e.g. `15min`; what cron's
+    /// `@reboot` does.
+    pub on_boot: Option<Str>,
+    /// `OnStartupSec=`: run this long after systemd started; for the
+    /// system's systemd, much the same as `on_boot`.
+    pub on_startup: Option<Str>,
+    /// `OnUnitActiveSec=`: run again this long after the job last started,
+    /// e.g. `1d`. It counts from a run, so it needs a first one: give
+    /// `on_boot`, `on_startup`, `on_active`, `schedule` or `cron` too.
+    pub on_unit_active: Option<Str>,
+    /// `OnUnitInactiveSec=`: run again this long after the job last
+    /// finished; needs a first run like `on_unit_active`.
+    pub on_unit_inactive: Option<Str>,
 }
 
 /// A job's lock: `{ name: backups, wait: 10s, on_busy: fail }` on the

@@ -222,9 +222,19 @@ impl Walk for TimerSpec {
             persistent: _,
             randomized_delay,
             accuracy,
+            on_active,
+            on_boot,
+            on_startup,
+            on_unit_active,
+            on_unit_inactive,
         } = self;
         randomized_delay.walk(refs);
         accuracy.walk(refs);
+        on_active.walk(refs);
+        on_boot.walk(refs);
+        on_startup.walk(refs);
+        on_unit_active.walk(refs);
+        on_unit_inactive.walk(refs);
     }
 }
 

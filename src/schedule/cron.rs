@@ -29,7 +29,7 @@
 //! where it goes in a spec.
 //!
 //! Deliberate differences: `@reboot` is an error (it is not a calendar
-//! event; systemd's `OnBootSec=` is the equivalent); schedules that can
+//! event; the timer's `on_boot` is the equivalent); schedules that can
 //! never fire (`0 0 30 2 *`) are errors; a step larger than its range
 //! (`*/60` in the minutes) is an error, because Vixie cron versions
 //! disagree on it (3.0, Debian's, fires at the range's first value only;
@@ -272,7 +272,8 @@ fn expand_shorthand(name: &str) -> Result<&'static str, String> {
         "hourly" => Ok("0 * * * *"),
         "reboot" => Err(
             "`@reboot` runs once at boot, which is not a calendar event; \
-             use `OnBootSec=` in the timer instead (e.g. `OnBootSec=1min`)"
+             drop `cron` and start the job from the timer instead: \
+             `timer: { on_boot: 1min }` (systemd's OnBootSec=)"
                 .to_string(),
         ),
         _ if name.bytes().any(|b| b.is_ascii_uppercase())

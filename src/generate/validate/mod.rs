@@ -409,6 +409,7 @@ impl Cx<'_> {
                 timer: TimerUnit {
                     description,
                     on_calendar: timer.on_calendar,
+                    monotonic: timer.monotonic,
                     persistent: timer.persistent,
                     randomized_delay: timer.randomized_delay,
                     accuracy: timer.accuracy,
