@@ -316,3 +316,44 @@ error: unitgen.yaml:12:41: jobs.pers.timer.persistent: `persistent` catches up o
 ",
     );
 }
+
+// A calendar schedule that never fires is an error, like cron's.
+
+#[test]
+fn a_schedule_that_never_fires_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Far in the past or impossible: the same answer on any day the test runs.
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  feb30:
+    schedule: \"*-02-30\"
+    command: [/usr/bin/true]
+  past:
+    schedule: \"2001-01-01 03:00\"
+    command: [/usr/bin/true]
+  no-leap:
+    schedule: \"2023-02-29\"
+    command: [/usr/bin/true]
+  cron:
+    cron: \"0 0 30 2 *\"
+    command: [/usr/bin/true]
+",
+        "error: unitgen.yaml:4:15: jobs.feb30.schedule: `*-02-30` never fires: no date matches it
+error: unitgen.yaml:7:15: jobs.past.schedule: `2001-01-01 03:00` never fires again: every date it matches has passed
+error: unitgen.yaml:10:15: jobs.no-leap.schedule: `2023-02-29` never fires: no date matches it
+error: unitgen.yaml:13:11: jobs.cron.cron: invalid cron schedule `0 0 30 2 *`: this schedule never fires: day 30 does not exist in feb
+",
+    );
+    // A leap day, and a one-off date to come, fire.
+    spec_in(
+        tmp.path(),
+        "version: 1\njobs:\n  leap:\n    schedule: \"*-02-29 03:00\"\n    command: [/usr/bin/true]\n  once:\n    schedule: \"2199-01-01 03:00 UTC\"\n    command: [/usr/bin/true]\n",
+    );
+    let r = in_dir(tmp.path(), &["validate"]);
+    assert_eq!(
+        (r.status, r.stderr.as_str()),
+        (0, "unitgen.yaml: ok, 2 job(s)\n")
+    );
+}

@@ -42,6 +42,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
         problems: Vec::new(),
         unknown: false,
         lifecycle_owners: HashMap::new(),
+        now: jiff::Timestamp::now(),
     };
     let root = KeyPath::root();
     if spec.version != 1 {
@@ -125,6 +126,9 @@ struct Cx<'a> {
     unknown: bool,
     /// The `s3_lifecycle` step that manages each (endpoint, bucket).
     lifecycle_owners: HashMap<(String, String), KeyPath>,
+    /// The render time: a one-off schedule before it never fires (the
+    /// only rule that reads the clock; see `timer.rs`).
+    now: jiff::Timestamp,
 }
 
 impl Cx<'_> {

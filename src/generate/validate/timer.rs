@@ -4,11 +4,13 @@
 //! `defaults.timer` merged field by field.
 
 use super::{Cx, layered};
-use crate::diag::KeyPath;
+use crate::diag::{KeyPath, shown};
 use crate::generate::escape::UnitValue;
 use crate::generate::model::Setting;
 use crate::generate::spec::{Defaults, Job, Str, TimerSpec};
 use crate::schedule::{CalendarSpec, cron_to_on_calendar};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 /// A job's timer settings, validated.
 pub(super) struct Timer {
@@ -161,14 +163,22 @@ impl Cx<'_> {
                 let p = path.key("schedule");
                 let text = self.str(s, &p)?;
                 let text = text.trim().to_owned();
-                if let Err(e) = CalendarSpec::parse(&text) {
-                    // A suggestion is the fix; without one, the grammar is.
-                    // (`unitgen schedule` would print this same error.)
-                    let hint = match e.reason().contains("(did you mean") {
-                        true => "",
-                        false => "; see \"Calendar Events\" in `man systemd.time`",
-                    };
-                    self.err(&p, format!("{e}{hint}"));
+                let spec = match CalendarSpec::parse(&text) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        // A suggestion is the fix; without one, the grammar
+                        // is. (`unitgen schedule` would print this same
+                        // error.)
+                        let hint = match e.reason().contains("(did you mean") {
+                            true => "",
+                            false => "; see \"Calendar Events\" in `man systemd.time`",
+                        };
+                        self.err(&p, format!("{e}{hint}"));
+                        return None;
+                    }
+                };
+                if let Some(why) = never_fires(&spec, self.now) {
+                    self.err(&p, format!("`{}` {why}", shown(&text)));
                     return None;
                 }
                 (p, vec![text])
@@ -195,5 +205,64 @@ impl Cx<'_> {
             (None, None) => return Some(Vec::new()),
         };
         exprs.iter().map(|e| self.unit_value(e, &p)).collect()
+    }
+}
+
+/// Why a calendar expression never fires, if it never does: no date
+/// matches it (`*-02-30`), or every date it matches has passed (a one-off
+/// `2001-01-01`). Either way the timer is dead, and a backup that never
+/// runs must fail validation rather than pass CI. Cron lines need no such
+/// check: their conversion refuses impossible days itself.
+///
+/// "Passed" is judged against the render time minus a day, in UTC: an
+/// expression without a zone fires in the host's zone, which may be up to
+/// 14 hours behind UTC, so a date is refused only once it is over
+/// everywhere. This makes validation depend on the clock, on purpose: a
+/// one-off date that validated before it came fails after, exactly when
+/// the timer stops doing anything.
+fn never_fires(spec: &CalendarSpec, now: Timestamp) -> Option<&'static str> {
+    let since = |t: Timestamp| t.to_zoned(TimeZone::UTC);
+    let recent = now
+        .checked_sub(SignedDuration::from_hours(24))
+        .unwrap_or(now);
+    if spec.next_elapse(&since(recent)).is_some() {
+        return None;
+    }
+    match spec.next_elapse(&since(Timestamp::UNIX_EPOCH)) {
+        Some(_) => Some("never fires again: every date it matches has passed"),
+        None => Some("never fires: no date matches it"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn why(expr: &str, now: &str) -> Option<&'static str> {
+        let spec = CalendarSpec::parse(expr).unwrap();
+        never_fires(&spec, now.parse().unwrap())
+    }
+
+    #[test]
+    fn schedules_that_never_fire() {
+        let now = "2026-11-20T12:00:00Z";
+        assert_eq!(why("daily", now), None);
+        assert_eq!(why("*-02-29", now), None);
+        assert_eq!(why("*-02-30", now), Some("never fires: no date matches it"));
+        assert_eq!(
+            why("2023-02-29", now),
+            Some("never fires: no date matches it")
+        );
+        assert_eq!(
+            why("2001-01-01", now),
+            Some("never fires again: every date it matches has passed")
+        );
+        assert_eq!(why("2030-01-01 UTC", now), None);
+        // A date is over only when it is over in every zone.
+        assert_eq!(why("2026-11-20 00:00", now), None);
+        assert_eq!(
+            why("2026-11-19 00:00", now),
+            Some("never fires again: every date it matches has passed")
+        );
     }
 }
