@@ -357,3 +357,58 @@ error: unitgen.yaml:13:11: jobs.cron.cron: invalid cron schedule `0 0 30 2 *`: t
         (0, "unitgen.yaml: ok, 2 job(s)\n")
     );
 }
+
+// A values file is committed: a secret's value in it is named by its key.
+
+#[test]
+fn a_secret_value_in_the_values_file_is_warned_about_by_key_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1
+etcd: { endpoints: [\"http://172.17.0.1:2379\"] }
+defaults: { image: registry.example.com/unitgen-runner:0.1.0 }
+jobs:
+  wallet:
+    schedule: daily
+    steps:
+      - rpc:
+          url: http://bitcoind:8332/
+          method: backupwallet
+          user: { etcd: /bitcoind/rpc/user }
+          password: { etcd: /bitcoind/rpc/password }
+",
+    );
+    write(
+        &tmp.path().join("values.yaml"),
+        "/bitcoind/rpc/user: bitcoinrpc\n/bitcoind/rpc/password: hunter2\n",
+    );
+    for args in [
+        &["validate", "--values", "values.yaml"][..],
+        &["render", "--values", "values.yaml", "--stdout"],
+    ] {
+        let r = in_dir(tmp.path(), args);
+        assert_eq!(r.status, 0, "{args:?}: {}", r.stderr);
+        let ok = match args[0] {
+            "validate" => "unitgen.yaml: ok, 1 job(s)\n",
+            _ => "",
+        };
+        assert_eq!(
+            r.stderr,
+            format!(
+                "warning: values.yaml: `/bitcoind/rpc/password` holds a value, but the spec uses it as a secret: this file is meant to be committed, so list the key with `null` (render only checks that it exists; the runner reads the secret from etcd at run time)\n{ok}"
+            )
+        );
+        assert!(!r.stdout.contains("hunter2"), "{}", r.stdout);
+    }
+    // Listed with `null`, as the bundled example does: no warning.
+    write(
+        &tmp.path().join("values.yaml"),
+        "/bitcoind/rpc/user: bitcoinrpc\n/bitcoind/rpc/password: null\n",
+    );
+    let r = in_dir(tmp.path(), &["validate", "--values", "values.yaml"]);
+    assert_eq!(
+        (r.status, r.stderr.as_str()),
+        (0, "unitgen.yaml: ok, 1 job(s)\n")
+    );
+}
