@@ -82,7 +82,7 @@ fn the_spec_may_come_from_stdin() {
         (r.status, r.stderr.as_str()),
         (
             2,
-            "error: <stdin>:5:5: jobs.one.bogus: unknown key `bogus`; expected one of: description, schedule, cron, timer, target, after, requires, on_failure, timeout, fleet, lock, container, command, environment, steps, notify\n"
+            "error: <stdin>:5:5: jobs.one.bogus: unknown key `bogus`; expected one of: description, schedule, cron, timer, target, after, requires, on_failure, timeout, fleet, lock, container, command, environment, service, steps, notify\n"
         )
     );
     assert!(!tmp.path().join("units").exists());
@@ -410,5 +410,92 @@ jobs:
     assert_eq!(
         (r.status, r.stderr.as_str()),
         (0, "unitgen.yaml: ok, 1 job(s)\n")
+    );
+}
+
+// Host commands: user, priority and sandboxing as typed keys.
+
+#[test]
+fn a_host_command_runs_as_a_user_with_priorities_and_a_sandbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    spec_in(
+        tmp.path(),
+        "version: 1
+jobs:
+  rsync-backups:
+    cron: \"15 00 * * *\"
+    command: [/usr/local/bin/rsync-backups.sh]
+    service:
+      user: backup
+      group: backup
+      environment_files: [-/etc/default/rsync-backups]
+      nice: 19
+      io_scheduling_class: idle
+      protect_system: strict
+      private_tmp: true
+      read_write_paths: [/backups]
+",
+    );
+    let r = in_dir(tmp.path(), &["render", "--stdout"]);
+    assert_eq!((r.status, r.stderr.as_str()), (0, ""));
+    assert!(
+        r.stdout.contains(
+            "[Service]\nType=oneshot\nUser=backup\nGroup=backup\n\
+             EnvironmentFile=-/etc/default/rsync-backups\nNice=19\nIOSchedulingClass=idle\n\
+             ProtectSystem=strict\nPrivateTmp=true\nReadWritePaths=/backups\n\
+             ExecStart=/usr/local/bin/rsync-backups.sh\n"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn service_settings_are_checked_as_systemd_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails(
+        tmp.path(),
+        "version: 1
+jobs:
+  host:
+    schedule: daily
+    lock: { name: backups }
+    command: [/usr/local/bin/rsync-backups.sh]
+    service:
+      user: backup
+      group: \"wheel users\"
+      working_directory: var/lib/backup
+      environment_files: [/etc/../shadow]
+      nice: 20
+      io_scheduling_priority: 8
+      read_write_paths: [backups]
+",
+        "error: unitgen.yaml:8:13: jobs.host.service.user: a host lock is a file in /run/lock/unitgen, which only root may create files in, so the job cannot take it as another user; drop `lock` and run flock(1) inside the command on a file that user may write, or run as root
+error: unitgen.yaml:9:14: jobs.host.service.group: `wheel users` is not a group name or numeric ID (up to 32 letters, digits and `_.-`, starting with a letter or `_`)
+error: unitgen.yaml:10:26: jobs.host.service.working_directory: `var/lib/backup` must be an absolute path (starting with `/`)
+error: unitgen.yaml:11:27: jobs.host.service.environment_files[0]: `/etc/../shadow` has a `.` or `..` in it, which systemd refuses; write the path without them
+error: unitgen.yaml:12:13: jobs.host.service.nice: 20 is out of range -20..19
+error: unitgen.yaml:13:31: jobs.host.service.io_scheduling_priority: 8 is out of range 0..7
+error: unitgen.yaml:14:26: jobs.host.service.read_write_paths[0]: `backups` must be an absolute path (starting with `/`)
+",
+    );
+    assert_fails(
+        tmp.path(),
+        "version: 1
+defaults: { image: registry.example.com/unitgen-runner:0.1.0 }
+jobs:
+  host:
+    schedule: daily
+    command: [/usr/local/bin/rsync-backups.sh]
+    service: { io_scheduling_class: low, protect_system: maybe }
+  container:
+    schedule: daily
+    container: { command: [/bin/true] }
+    service: { user: backup }
+",
+        "error: unitgen.yaml:7:16: jobs.host.service.io_scheduling_class: unknown value `low`; expected one of: realtime, best-effort, idle
+error: unitgen.yaml:7:58: jobs.host.service.protect_system: invalid value: string \"maybe\", expected true, false, `full`, `strict`
+error: unitgen.yaml:11:5: jobs.container.service: `service` sets how systemd runs a host `command`; this job runs a container, where it would constrain only the docker CLI, not the container: remove it (the container runs as its image's user, and sees only `container.volumes`)
+",
     );
 }

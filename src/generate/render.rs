@@ -52,6 +52,7 @@ struct ServiceView<'a> {
     on_failure: Option<&'a str>,
     on_failure_notify: Option<&'a str>,
     timeout: Option<&'a str>,
+    exec: Vec<OptionView<'a>>,
     environment: Vec<&'a str>,
     exec_start_pre: Vec<String>,
     exec_start: String,
@@ -106,7 +107,7 @@ fn settings(settings: &[Setting]) -> Vec<OptionView<'_>> {
         .iter()
         .map(|s| OptionView {
             key: s.key,
-            value: s.value.as_str(),
+            value: s.value(),
         })
         .collect()
 }
@@ -118,11 +119,10 @@ fn command(cmd: &Command, target: Target) -> String {
         Target::Fleet => ExecLine::render_single(&cmd.line),
         Target::Systemd => cmd.line.render(),
     };
-    if cmd.ignore_failure {
-        format!("-{line}")
-    } else {
-        line
-    }
+    // systemd.service(5), "Command lines": prefixes combine in any order.
+    let ignore = if cmd.ignore_failure { "-" } else { "" };
+    let privileged = if cmd.privileged { "+" } else { "" };
+    format!("{ignore}{privileged}{line}")
 }
 
 fn view(job: &JobUnits) -> View<'_> {
@@ -136,6 +136,7 @@ fn view(job: &JobUnits) -> View<'_> {
             on_failure: s.on_failure.as_ref().map(|u| u.as_str()),
             on_failure_notify: s.on_failure_notify.as_ref().map(|u| u.as_str()),
             timeout: s.timeout.as_ref().map(|v| v.as_str()),
+            exec: settings(&s.exec),
             environment: s.environment.iter().map(|e| e.as_str()).collect(),
             exec_start_pre: commands(&s.exec_start_pre),
             exec_start: command(&s.exec_start, job.target),

@@ -170,6 +170,9 @@ pub struct Job {
     /// Non-secret environment for the command or container.
     #[serde(default)]
     pub environment: BTreeMap<String, Str>,
+    /// How systemd runs a host `command`: its user, priority and
+    /// sandboxing (systemd.exec(5)). Not for container jobs.
+    pub service: Option<ServiceSpec>,
     /// What `unitgen-runner` does, in order.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -177,6 +180,193 @@ pub struct Job {
     /// healthchecks.io on every run; `defaults.notify` is merged in.
     pub notify: Option<NotifySpec>,
 }
+
+/// How systemd runs a host `command` (systemd.exec(5)): as which user,
+/// at which priority, in which sandbox. A container job's service runs
+/// only the docker CLI, so these settings would not reach the container:
+/// they are refused there.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// `User=`: run the command as this user (a name or a numeric ID)
+    /// instead of root, as a crontab's user field does.
+    pub user: Option<Str>,
+    /// `Group=`: run it with this group (default: the user's).
+    pub group: Option<Str>,
+    /// `WorkingDirectory=`: an absolute path (default `/`).
+    pub working_directory: Option<Str>,
+    /// `EnvironmentFile=`: files of `KEY=value` lines read on the host when
+    /// the job starts (how secrets the host keeps reach a command without
+    /// being written into the unit); an absolute path, prefixed with `-`
+    /// when a missing file is fine.
+    #[serde(default)]
+    pub environment_files: Vec<Str>,
+    /// `Nice=`: CPU priority, from -20 (first) to 19 (last); backups
+    /// usually run at 19.
+    #[schemars(range(min = -20, max = 19))]
+    pub nice: Option<i64>,
+    /// `CPUSchedulingPolicy=`: `batch` for a CPU-heavy job, `idle` to run
+    /// only when nothing else wants the CPU.
+    pub cpu_scheduling_policy: Option<CpuSchedulingPolicy>,
+    /// `IOSchedulingClass=`: `idle` to use the disks only when nothing
+    /// else does, or `best-effort` with a priority.
+    pub io_scheduling_class: Option<IoSchedulingClass>,
+    /// `IOSchedulingPriority=`: from 0 (first) to 7 (last), within the class.
+    #[schemars(range(min = 0, max = 7))]
+    pub io_scheduling_priority: Option<i64>,
+    /// `NoNewPrivileges=`: the command and its children can never gain
+    /// privileges (setuid programs, file capabilities).
+    pub no_new_privileges: Option<bool>,
+    /// `ProtectSystem=`: `true` makes /usr and /boot read-only, `full` /etc
+    /// too, `strict` everything but /dev, /proc and /sys (open what the
+    /// job writes with `read_write_paths`).
+    pub protect_system: Option<ProtectSystem>,
+    /// `ProtectHome=`: `true` hides /home, /root and /run/user,
+    /// `read-only` makes them read-only, `tmpfs` puts empty folders there.
+    pub protect_home: Option<ProtectHome>,
+    /// `PrivateTmp=`: a /tmp and /var/tmp of its own.
+    pub private_tmp: Option<bool>,
+    /// `PrivateDevices=`: no physical devices in /dev.
+    pub private_devices: Option<bool>,
+    /// `ReadWritePaths=`: absolute paths the command may write despite
+    /// `protect_system` and `protect_home`, e.g. the backup destination.
+    #[serde(default)]
+    pub read_write_paths: Vec<Str>,
+    /// `ReadOnlyPaths=`: absolute paths the command may only read, e.g.
+    /// the data it backs up.
+    #[serde(default)]
+    pub read_only_paths: Vec<Str>,
+}
+
+/// `CPUSchedulingPolicy=` (sched(7)); the real-time policies are left
+/// out: a backup has no business starving the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSchedulingPolicy {
+    /// The default time-sharing policy.
+    Other,
+    /// For CPU-bound, non-interactive work.
+    Batch,
+    /// Below nice 19: only when the CPU would otherwise be idle.
+    Idle,
+}
+
+/// `IOSchedulingClass=` (ioprio_set(2)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoSchedulingClass {
+    /// Before every other class: use with care.
+    Realtime,
+    /// The default, ordered by `io_scheduling_priority`.
+    BestEffort,
+    /// Only when no other process uses the disk.
+    Idle,
+}
+
+impl CpuSchedulingPolicy {
+    /// The value as systemd reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuSchedulingPolicy::Other => "other",
+            CpuSchedulingPolicy::Batch => "batch",
+            CpuSchedulingPolicy::Idle => "idle",
+        }
+    }
+}
+
+impl IoSchedulingClass {
+    /// The value as systemd reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoSchedulingClass::Realtime => "realtime",
+            IoSchedulingClass::BestEffort => "best-effort",
+            IoSchedulingClass::Idle => "idle",
+        }
+    }
+}
+
+/// `ProtectSystem=`: `true`, `false`, `full` or `strict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectSystem {
+    Off,
+    On,
+    Full,
+    Strict,
+}
+
+/// `ProtectHome=`: `true`, `false`, `read-only` or `tmpfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectHome {
+    Off,
+    On,
+    ReadOnly,
+    Tmpfs,
+}
+
+/// Settings systemd writes as a boolean or a mode name. Decoded by hand:
+/// serde's untagged enums would say "did not match any variant" instead
+/// of what may be written.
+macro_rules! bool_or_mode {
+    ($ty:ident, $desc:literal, $(($name:literal, $variant:ident)),+) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str(concat!("true, false", $(", `", $name, "`"),+))
+                    }
+                    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<$ty, E> {
+                        Ok(if v { $ty::On } else { $ty::Off })
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        match v {
+                            $($name => Ok($ty::$variant),)+
+                            _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                        }
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": $desc,
+                    "enum": [true, false, $($name),+]
+                })
+            }
+        }
+
+        impl $ty {
+            /// The value as systemd reads it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $ty::Off => "false",
+                    $ty::On => "true",
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+bool_or_mode!(
+    ProtectSystem,
+    "`true` (/usr and /boot read-only), `full` (/etc too), `strict` (all but /dev, /proc, /sys), or `false`.",
+    ("full", Full),
+    ("strict", Strict)
+);
+bool_or_mode!(
+    ProtectHome,
+    "`true` (hidden), `read-only`, `tmpfs` (empty), or `false`.",
+    ("read-only", ReadOnly),
+    ("tmpfs", Tmpfs)
+);
 
 /// Failure notification: `{ mail: [me@me.biz] }`, `{ webhook: URL }`,
 /// `{ healthchecks: URL }`, or several of them. Mail and webhook are sent

@@ -21,6 +21,7 @@ pub mod etcd;
 pub mod fleet;
 mod lock;
 mod notify;
+mod service;
 mod steps;
 mod timer;
 
@@ -319,6 +320,16 @@ impl Cx<'_> {
             run.exec_start_pre.extend(n.start_hook.clone());
             run.exec_stop_post.extend(n.finish_hook.clone());
         }
+        if let Some(run) = run.as_mut()
+            && !run.exec.is_empty()
+        {
+            // What unitgen adds around the job's own command (the lock
+            // folder, the pings) must work whoever the job runs as and
+            // whatever its sandbox: `+` runs it outside both.
+            for cmd in run.exec_start_pre.iter_mut().chain(&mut run.exec_stop_post) {
+                cmd.privileged = true;
+            }
+        }
         let mut after = Vec::new();
         let mut requires = Vec::new();
         if hooks || matches!(run, Some(ref r) if r.container.is_some()) {
@@ -402,6 +413,7 @@ impl Cx<'_> {
                     on_failure,
                     on_failure_notify: notify_unit.as_ref().map(|n| n.name.clone()),
                     timeout,
+                    exec: run.exec,
                     environment: run.environment,
                     exec_start_pre: run.exec_start_pre,
                     exec_start: run.exec_start,

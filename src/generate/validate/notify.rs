@@ -237,10 +237,12 @@ impl Cx<'_> {
         if notifiers.healthchecks.is_some() {
             out.start_hook = Some(Command {
                 ignore_failure: true,
+                privileged: false,
                 line: self.notifier_line(&container, &invocation(Event::Start), &own_path)?,
             });
             out.finish_hook = Some(Command {
                 ignore_failure: true,
+                privileged: false,
                 line: self.notifier_line(&container, &invocation(Event::Finish), &own_path)?,
             });
         }
@@ -264,6 +266,7 @@ impl Cx<'_> {
                 unit?,
                 Command {
                     ignore_failure: false,
+                    privileged: false,
                     line,
                 },
             ));

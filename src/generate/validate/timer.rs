@@ -77,7 +77,7 @@ impl Cx<'_> {
             };
             given.push((field, p.clone()));
             match self.finite_timespan(value, &p) {
-                Some(value) => monotonic.push(Setting { key, value }),
+                Some(value) => monotonic.push(Setting::new(key, value)),
                 None => ok = false,
             }
         }
