@@ -499,3 +499,32 @@ error: unitgen.yaml:11:5: jobs.container.service: `service` sets how systemd run
 ",
     );
 }
+
+// The schema is as strict as the parser where JSON Schema can say it, and
+// written for users (tests/schema.rs runs a real validator over it).
+
+#[test]
+fn the_schema_says_the_parsers_rules_in_users_words() {
+    let r = run(unitgen().arg("schema"));
+    assert_eq!((r.status, r.stderr.as_str()), (0, ""));
+    let schema: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        schema["description"],
+        "unitgen's spec: backup jobs, each rendered into a systemd `NAME.service`\nand `NAME.timer` for a fleet cluster or a plain systemd host. See\n`unitgen --help` and the README."
+    );
+    assert_eq!(schema["properties"]["version"]["const"], 1);
+    let jobs = &schema["properties"]["jobs"];
+    assert_eq!(jobs["minProperties"], 1);
+    assert_eq!(
+        jobs["propertyNames"]["pattern"],
+        "^[A-Za-z0-9:_][A-Za-z0-9:_.-]*(@[A-Za-z0-9:_.-]+)?$"
+    );
+    assert_eq!(jobs["propertyNames"]["maxLength"], 247);
+    // Nothing about unitgen's insides in what editors show.
+    for internal in ["source.rs", ".rs`", "`J`", "decode", "the seed"] {
+        assert!(
+            !r.stdout.contains(internal),
+            "the schema mentions {internal}"
+        );
+    }
+}

@@ -402,6 +402,13 @@ impl fmt::Display for UnitName {
     }
 }
 
+/// Job names as a regular expression, for the JSON Schema: what
+/// [`UnitName::job_base`] accepts (letters, digits, `:_.@-`; not starting
+/// with `.`, `-` or `@`; one `@` at most, not last), the length aside,
+/// which the schema gives as `maxLength`. `tests/schema.rs` holds the two
+/// to the same names.
+pub const JOB_NAME_PATTERN: &str = "^[A-Za-z0-9:_][A-Za-z0-9:_.-]*(@[A-Za-z0-9:_.-]+)?$";
+
 fn check_name_body(base: &str, suffix_len: usize) -> Result<(), UnitNameError> {
     let first = base.chars().next().ok_or(UnitNameError::Empty)?;
     if let Some(c) = base

@@ -25,6 +25,8 @@ mod service;
 mod steps;
 mod timer;
 
+pub(crate) use notify::UNIT_PREFIX as NOTIFY_UNIT_PREFIX;
+
 use std::collections::{HashMap, HashSet};
 
 use crate::contract::Maybe;

@@ -32,7 +32,7 @@ use crate::generate::spec::{Defaults, EndpointSpec, Job, MailSpec, NotifySpec, S
 
 /// The notify unit of job `JOB` is `unitgen-notify@JOB.service`; no job may
 /// take such a name itself.
-pub(super) const UNIT_PREFIX: &str = "unitgen-notify@";
+pub(crate) const UNIT_PREFIX: &str = "unitgen-notify@";
 
 /// The notify unit's shell script. systemd starts an `OnFailure=` unit
 /// without a word about the failure (`$MONITOR_SERVICE_RESULT` and friends
