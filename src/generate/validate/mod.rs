@@ -1,18 +1,22 @@
-//! Spec -> validated [`Model`]. Pure: it reads the decoded spec and the
-//! values fetched for its references, and collects every problem (with its
-//! location) before any is reported.
+//! Spec -> validated [`Model`]. Pure but for one read of the clock (a
+//! one-off schedule that has passed never fires, see `timer.rs`): it reads
+//! the decoded spec and the values fetched for its references, and
+//! collects every problem (with its location) before any is reported.
 //!
 //! One file per concern, each an `impl Cx` block:
 //! - this file: the value plumbing every rule uses (a `Str` resolved and
 //!   checked for line breaks, a secret's key checked to exist, a word or
 //!   value escaped for its systemd context) and the job's unit assembly;
 //! - `etcd.rs`: the spec's `etcd` section (endpoints, the runner's view);
-//! - `timer.rs`: schedules and timer options;
+//! - `timer.rs`: schedules (refusing those that never fire), monotonic
+//!   starts and timer options;
 //! - `container.rs`: what a service runs (host command or container), the
 //!   docker command lines;
 //! - `steps.rs`: runner steps, judged by the contract (`contract/`), and
 //!   `copy.rs`, the copy step's folders mounted into the container;
 //! - `lock.rs`: the job's lock, and how the service takes it;
+//! - `service.rs`: how systemd runs a host command (user, priorities,
+//!   sandbox);
 //! - `fleet.rs`: fleet placement and fleet's limits.
 
 mod container;
