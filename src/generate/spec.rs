@@ -733,12 +733,15 @@ pub struct CopyStep {
     pub retention: Option<RetentionPolicy>,
 }
 
+/// Uploads a local folder to an S3 bucket, like `aws s3 sync`: only files
+/// that changed are sent.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3SyncStep {
     /// The folder to upload, inside the container: mount it with
     /// `container.volumes` (e.g. `/backups:/backups:ro`).
     pub source: Str,
+    /// The bucket's name, e.g. `my-backups`.
     pub bucket: Str,
     /// Key prefix ending in `/`, e.g. `host1/`; default: the bucket's top.
     pub prefix: Option<Str>,
@@ -748,25 +751,38 @@ pub struct S3SyncStep {
     pub compare: Option<Compare>,
     /// Delete objects under `prefix` that `source` no longer has (default false).
     pub delete: Option<bool>,
+    /// The bucket's AWS region, e.g. `us-east-1`.
     pub region: Str,
+    /// `default_chain` (instance profile, environment) or
+    /// `{ etcd_prefix: /aws/ }` (keys read from etcd at run time).
     pub credentials: Credentials,
     /// S3 endpoint override (an S3-compatible store, or a local test
     /// server): path-style addressing, checksums only where required.
     pub endpoint: Option<Str>,
 }
 
+/// Sets a bucket's lifecycle rules (archive to Glacier, expire), keeping
+/// the bucket's other rules as they are.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3LifecycleStep {
+    /// The bucket's name, e.g. `my-backups`.
     pub bucket: Str,
+    /// The bucket's AWS region, e.g. `us-east-1`.
     pub region: Str,
+    /// `default_chain` (instance profile, environment) or
+    /// `{ etcd_prefix: /aws/ }` (keys read from etcd at run time).
     pub credentials: Credentials,
+    /// S3 endpoint override (an S3-compatible store, or a local test
+    /// server).
     pub endpoint: Option<Str>,
     /// Every rule unitgen owns on the bucket (ids starting `unitgen-`);
     /// other rules of the bucket are kept exactly as they are.
     pub rules: Vec<S3LifecycleRule>,
 }
 
+/// One lifecycle rule: when objects under a prefix move to a cheaper
+/// storage class, and when they are deleted.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3LifecycleRule {
