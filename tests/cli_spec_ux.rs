@@ -520,6 +520,16 @@ fn the_schema_says_the_parsers_rules_in_users_words() {
         "^[A-Za-z0-9:_][A-Za-z0-9:_.-]*(@[A-Za-z0-9:_.-]+)?$"
     );
     assert_eq!(jobs["propertyNames"]["maxLength"], 247);
+    // Editors show a description for every definition and key.
+    for (name, def) in schema["$defs"].as_object().unwrap() {
+        assert!(def["description"].is_string(), "{name} has no description");
+        for (key, prop) in def["properties"].as_object().into_iter().flatten() {
+            assert!(
+                prop["description"].is_string(),
+                "{name}.{key} has no description"
+            );
+        }
+    }
     // Nothing about unitgen's insides in what editors show.
     for internal in ["source.rs", ".rs`", "`J`", "decode", "the seed"] {
         assert!(
