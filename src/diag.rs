@@ -106,6 +106,8 @@ pub struct Location {
 pub enum Kind {
     /// The file is not YAML.
     Syntax,
+    /// A key given twice in one map (YAML forbids it).
+    DuplicateKey,
     /// A key that the spec format does not have.
     UnknownKey,
     /// A value of the wrong type or shape.

@@ -399,8 +399,8 @@ fn schedules_are_validated_offline() {
     assert_fails(
         tmp.path(),
         "version: 1\njobs:\n  a:\n    schedule: \"Mon..Fro 00:15\"\n    command: [/usr/bin/true]\n  b:\n    cron: \"@reboot\"\n    command: [/usr/bin/true]\n",
-        "error: unitgen.yaml:4:15: jobs.a.schedule: invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`; see `man systemd.time`, or try `unitgen schedule 'Mon..Fro 00:15'`\n\
-         error: unitgen.yaml:7:11: jobs.b.cron: invalid cron schedule `@reboot`: `@reboot` runs once at boot, which is not a calendar event; use `OnBootSec=` in the timer instead (e.g. `OnBootSec=1min`)\n",
+        "error: unitgen.yaml:4:15: jobs.a.schedule: invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)\n\
+         error: unitgen.yaml:7:11: jobs.b.cron: invalid cron schedule `@reboot`: `@reboot` runs once at boot, which is not a calendar event; drop `cron` and start the job from the timer instead: `timer: { on_boot: 1min }` (systemd's OnBootSec=)\n",
     );
 }
 

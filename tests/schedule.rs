@@ -265,7 +265,7 @@ fn calendar_errors_are_explained() {
     let err = CalendarSpec::parse("Mon..Fro 00:15").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`"
+        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)"
     );
     for expr in ["bogus", "*:60", "*-*-32", "Wed..Mon", "12:00 Foo/Bar", ""] {
         let err = CalendarSpec::parse(expr).unwrap_err();
@@ -304,6 +304,8 @@ struct Vixie {
     dow: Vec<bool>,
     dom_star: bool,
     dow_star: bool,
+    /// The day of month is `$`: the last day (Vixie cron 4.1's DOM_LAST).
+    dom_last: bool,
 }
 
 impl Vixie {
@@ -324,14 +326,19 @@ impl Vixie {
         const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
         let mut dow = field(f[4], 0, 7, &DAYS, 0);
         dow[0] |= dow[7]; // 7 is Sunday too
+        let dom_last = f[2] == "$";
         Vixie {
             minute: field(f[0], 0, 59, &[], 0),
             hour: field(f[1], 0, 23, &[], 0),
-            dom: field(f[2], 1, 31, &[], 0),
+            dom: match dom_last {
+                true => vec![false; 32],
+                false => field(f[2], 1, 31, &[], 0),
+            },
             month: field(f[3], 1, 12, &MONTHS, 1),
             dow,
             dom_star: f[2].starts_with('*'),
             dow_star: f[4].starts_with('*'),
+            dom_last,
         }
     }
 
@@ -341,7 +348,9 @@ impl Vixie {
     /// ORed otherwise.
     fn day_fires(&self, date: Date) -> bool {
         let wd = date.weekday().to_sunday_zero_offset() as usize;
-        let (dom, dow) = (self.dom[date.day() as usize], self.dow[wd]);
+        let last = date.tomorrow().unwrap().day() == 1;
+        let dom = self.dom[date.day() as usize] || (self.dom_last && last);
+        let dow = self.dow[wd];
         self.month[date.month() as usize]
             && if self.dom_star || self.dow_star {
                 dom && dow
@@ -441,7 +450,6 @@ const CRON_CASES: &[&str] = &[
     "0 0 1,15 * *",
     "0 0 */7 * *",
     "0 12 */2 * *",
-    "0 0 */31 * *",
     "0 0 31 * *",
     "0 0 29,30 * *",
     "0 0 29 2 *",
@@ -449,6 +457,17 @@ const CRON_CASES: &[&str] = &[
     "0 0 1-7 * 1",
     "0 0 13 * fri",
     "0 0 */2 * 1",
+    "0 0 $ * *",
+    "0 0 $ 2 *",
+    "30 4 $ 1,3 mon-fri",
+    "0 0 $ * */2",
+    "0 12 $ */3 sun",
+    "*/59 * * * *",
+    "50-55/10 * * * *",
+    "0 0 * * */7",
+    "0 0 * * 0-7/3",
+    "0 0 1-31/30 * *",
+    "0 0 * JaN-mAr MoN",
     "0 0 1 * */2",
     "0 0 30 2 1",
     "0 0 1-31 * 1",
@@ -555,7 +574,35 @@ fn cron_rejects_with_clear_errors() {
         ("*/0 * * * *", "zero"),
         ("5/10 * * * *", "needs a range"),
         ("* * * *", "expected 5 fields"),
-        ("* * * * * /usr/bin/true", "not the command"),
+        (
+            "* * * * * /usr/bin/true",
+            "the sixth field, `/usr/bin/true`, starts a command",
+        ),
+        (
+            "15 00 * * * root /usr/bin/flock",
+            "the user field of /etc/crontab",
+        ),
+        ("0 15 0 * * *", "the first field is the seconds"),
+        (
+            "CRON_TZ=UTC 0 0 * * *",
+            "`schedule: \"*-*-* 00:00:00 UTC\"`",
+        ),
+        ("MAILTO=me@me.biz", "`notify: { mail: [ADDRESS] }`"),
+        // Vixie cron compares the shorthands with strcmp(3).
+        ("@DAILY", "write `@daily`"),
+        ("@Weekly", "write `@weekly`"),
+        ("@daily /usr/bin/true", "starts a command"),
+        // Vixie cron 3.0 and 4.1 disagree on these.
+        ("*/60 * * * *", "larger than the minute range"),
+        ("0 0 */31 * *", "larger than the day of month range"),
+        ("0 0 * * */8", "larger than the day of week range"),
+        ("0-5/10 * * * *", "larger than the minute range"),
+        // Refused by Vixie cron's get_number()/set_range().
+        ("*/mon * * * *", "invalid step"),
+        ("0 0 * * mon-sun", "backwards"),
+        ("0 0 * * Monday", "the first three letters: `mon`"),
+        ("0 0 $,15 * *", "must be the whole day-of-month field"),
+        ("0 0 * $ *", "invalid month"),
         ("10-5 * * * *", "backwards"),
         ("* * * foo *", "invalid month"),
         ("* * * * funday", "invalid day of week"),
@@ -613,7 +660,7 @@ fn report_json_lines() {
     assert_eq!(lines[1]["valid"], false);
     assert_eq!(
         lines[1]["error"],
-        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`"
+        "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)"
     );
 }
 

@@ -91,7 +91,10 @@ fn render_loaded(args: &SpecArgs) -> Result<(crate::generate::Loaded, Vec<UnitFi
 
 fn validate(args: &SpecArgs) -> Result<(), Error> {
     let files = render_files(args)?;
-    eprintln!("{}: ok, {} job(s)", args.spec.display(), files.len() / 2);
+    let name = crate::generate::source::display_name(&args.spec);
+    // A job has two or three units (its notify unit): count jobs, not files.
+    let jobs: std::collections::BTreeSet<&str> = files.iter().map(|f| f.job.as_str()).collect();
+    eprintln!("{name}: ok, {} job(s)", jobs.len());
     Ok(())
 }
 
@@ -115,7 +118,7 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
         return Err(Error::Drift(format!(
             "{} is out of date with {}; run `unitgen render` and commit the result",
             args.output.display(),
-            args.spec.spec.display()
+            crate::generate::source::display_name(&args.spec.spec)
         )));
     }
     let written = output::write(&args.output, &files)?;

@@ -29,6 +29,18 @@ pub struct ValuesFile {
     map: BTreeMap<String, Option<String>>,
 }
 
+/// A secret's value found in a values file: said once per key, by its
+/// key, never its value (a committed file must not hold it).
+fn warn_secret_value(file: &Path, key: &str) {
+    eprintln!(
+        "warning: {}: `{}` holds a value, but the spec uses it as a secret: this file is meant \
+         to be committed, so list the key with `null` (render only checks that it exists; the \
+         runner reads the secret from etcd at run time)",
+        crate::diag::escape_controls(&file.display().to_string()),
+        crate::diag::shown(key)
+    );
+}
+
 impl ValuesFile {
     pub fn read(path: &Path) -> Result<Self, Error> {
         let err = |message: String| Error::ReadValues {
@@ -54,6 +66,20 @@ impl ValuesFile {
             map.insert(key, text);
         }
         Ok(ValuesFile { map })
+    }
+
+    /// Warns about each key the spec uses as a secret that has a value
+    /// here, then forgets that value: a secret is only ever checked to
+    /// exist, so nothing needs it, and it is not kept.
+    fn drop_secret_values(&mut self, refs: &Refs, file: &Path) {
+        for (key, need) in refs.needs() {
+            if *need == Need::Exists
+                && let Some(value @ Some(_)) = self.map.get_mut(key)
+            {
+                warn_secret_value(file, key);
+                *value = None;
+            }
+        }
     }
 
     /// Answers exactly as etcd would.
@@ -141,7 +167,8 @@ impl ValueSource {
         let origin = self.origin();
         match self {
             ValueSource::None => Ok(Values::none(refs)),
-            ValueSource::File(file, _) => {
+            ValueSource::File(file, path) => {
+                file.drop_secret_values(refs, path);
                 let found = refs
                     .needs()
                     .iter()

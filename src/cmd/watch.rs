@@ -41,6 +41,15 @@ const SECRET_RECHECK: Duration = Duration::from_secs(2);
 const MAX_DELAY_FACTOR: u32 = 10;
 
 pub fn run(args: &WatchArgs) -> Result<(), Error> {
+    // Standard input can be read once; a watch reads the spec again each
+    // time it changes.
+    if crate::generate::source::is_stdin(&args.spec.spec) {
+        return Err(Error::Usage(
+            "watch re-reads the spec whenever it changes, so it needs a file, not `-f -` \
+             (standard input); save the spec to a file and pass its path"
+                .into(),
+        ));
+    }
     let debounce = match crate::contract::timespan::parse(&args.debounce) {
         Ok(Some(d)) => d,
         Ok(None) => {

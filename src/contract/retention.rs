@@ -4,11 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+// The spec and the runner share this type, so the policy reaches the
+// runner as written.
 /// restic-style retention: each rule keeps the newest snapshot of that many
-/// distinct periods; a snapshot kept by any rule is kept. The spec and the
-/// runner share this type, so the policy reaches the runner as written.
+/// distinct periods; a snapshot kept by any rule is kept. At least one rule
+/// must keep something.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = keeps_something)]
 pub struct RetentionPolicy {
     /// Keep the newest N.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +31,23 @@ pub struct RetentionPolicy {
     /// Keep the newest of each of the last N years that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
+}
+
+/// The JSON Schema's form of [`RetentionPolicy::check`]: some `keep_*` is
+/// at least 1.
+fn keeps_something(schema: &mut schemars::Schema) {
+    let rules: Vec<_> = [
+        "keep_last",
+        "keep_hourly",
+        "keep_daily",
+        "keep_weekly",
+        "keep_monthly",
+        "keep_yearly",
+    ]
+    .iter()
+    .map(|k| serde_json::json!({ "required": [k], "properties": { *k: { "type": "integer", "minimum": 1 } } }))
+    .collect();
+    schema.insert("anyOf".into(), rules.into());
 }
 
 /// A policy that keeps nothing would delete everything it is applied to.

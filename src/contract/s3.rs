@@ -41,8 +41,9 @@ pub const SHA256_METADATA: &str = "unitgen-sha256";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compare {
-    /// Same size means unchanged (the seed's boto-rsync default): no file
-    /// is read unless it is uploaded. Misses an edit that keeps the size.
+    /// Same size means unchanged (what boto-rsync compares by default): no
+    /// file is read unless it is uploaded. Misses an edit that keeps the
+    /// size.
     #[default]
     Size,
     /// Same size and same SHA-256 (kept in the object's metadata): reads

@@ -203,6 +203,51 @@ impl ExecLine {
     }
 }
 
+/// One word of a space-separated list that systemd unquotes but does not
+/// C-unescape (a `\` takes the next character as it is), then resolves
+/// specifiers in: the paths of `ReadWritePaths=` and `ReadOnlyPaths=`
+/// (systemd.exec(5), "Sandboxing"). Quoted when it holds anything but
+/// plain characters, so a space stays inside the word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListWord(String);
+
+impl ListWord {
+    pub fn new(word: &str) -> Result<Self, EscapeError> {
+        reject_line_breaks(word)?;
+        if let Some(c) = word.chars().find(|c| c.is_control()) {
+            return Err(EscapeError::Control(c as u32));
+        }
+        if word.is_empty() {
+            return Err(EscapeError::Empty);
+        }
+        let plain = word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-+=:,./@%".contains(&b));
+        let mut out = String::with_capacity(word.len() + 2);
+        if !plain {
+            out.push('"');
+        }
+        for c in word.chars() {
+            match c {
+                '%' => out.push_str("%%"),
+                '\\' | '"' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c => out.push(c),
+            }
+        }
+        if !plain {
+            out.push('"');
+        }
+        Ok(ListWord(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// `"KEY=value"` for `Environment=`, which unquotes and C-unescapes and
 /// resolves specifiers, but never expands `$` (systemd.exec(5)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +402,13 @@ impl fmt::Display for UnitName {
     }
 }
 
+/// Job names as a regular expression, for the JSON Schema: what
+/// [`UnitName::job_base`] accepts (letters, digits, `:_.@-`; not starting
+/// with `.`, `-` or `@`; one `@` at most, not last), the length aside,
+/// which the schema gives as `maxLength`. `tests/schema.rs` holds the two
+/// to the same names.
+pub const JOB_NAME_PATTERN: &str = "^[A-Za-z0-9:_][A-Za-z0-9:_.-]*(@[A-Za-z0-9:_.-]+)?$";
+
 fn check_name_body(base: &str, suffix_len: usize) -> Result<(), UnitNameError> {
     let first = base.chars().next().ok_or(UnitNameError::Empty)?;
     if let Some(c) = base
@@ -464,6 +516,27 @@ mod tests {
         assert_eq!(UnitValue::new("a\tb"), Err(EscapeError::Control(9)));
         assert!(matches!(
             UnitValue::new("x\n[Service]"),
+            Err(EscapeError::LineBreak(_))
+        ));
+    }
+
+    #[test]
+    fn list_words() {
+        let cases: &[(&str, &str)] = &[
+            ("/backups", "/backups"),
+            ("/srv/100%", "/srv/100%%"),
+            ("/a b", "\"/a b\""),
+            ("/a\"b", "\"/a\\\"b\""),
+            ("/a\\b", "\"/a\\\\b\""),
+            ("/a'b", "\"/a'b\""),
+            ("/$HOME", "\"/$HOME\""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ListWord::new(input).unwrap().as_str(), *want, "{input:?}");
+        }
+        assert_eq!(ListWord::new("/a\tb"), Err(EscapeError::Control(9)));
+        assert!(matches!(
+            ListWord::new("/a\nb"),
             Err(EscapeError::LineBreak(_))
         ));
     }

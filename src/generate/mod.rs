@@ -9,7 +9,8 @@
 //! 4. render the model (`render.rs`), then check fleet's line limit;
 //! 5. write (`output.rs`): atomic, stale units removed, `--check`'s diff.
 //!
-//! Only the ends touch I/O: steps 2 to 4 are pure.
+//! Only the ends touch I/O: steps 2 to 4 are pure (validation reads the
+//! clock once, for one-off schedules that have passed).
 
 pub mod escape;
 pub mod model;

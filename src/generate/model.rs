@@ -3,7 +3,7 @@
 //! of [`ExecWord`](super::escape::ExecWord)s), so no unescaped value can
 //! reach a unit. `render.rs` turns it into text.
 
-use crate::generate::escape::{EnvAssignment, ExecLine, UnitName, UnitValue};
+use crate::generate::escape::{EnvAssignment, ExecLine, ListWord, UnitName, UnitValue};
 use crate::generate::spec::Target;
 
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct ServiceUnit {
     pub on_failure_notify: Option<UnitName>,
     /// `TimeoutStartSec=`.
     pub timeout: Option<UnitValue>,
+    /// How systemd runs a host command (`User=`, `Nice=`, sandboxing),
+    /// in systemd.exec(5)'s order.
+    pub exec: Vec<Setting>,
     pub environment: Vec<EnvAssignment>,
     pub exec_start_pre: Vec<Command>,
     pub exec_start: Command,
@@ -50,6 +53,11 @@ pub struct Command {
     /// The `-` prefix: a failure is not the unit's failure (systemd.service(5),
     /// "Command lines").
     pub ignore_failure: bool,
+    /// The `+` prefix: run with full privileges, outside the job's
+    /// `User=` and sandbox. For the commands unitgen adds around a host
+    /// command that has them (the lock folder, healthchecks pings), which
+    /// must work whoever the job runs as.
+    pub privileged: bool,
     pub line: ExecLine,
 }
 
@@ -57,6 +65,9 @@ pub struct Command {
 pub struct TimerUnit {
     pub description: UnitValue,
     pub on_calendar: Vec<UnitValue>,
+    /// `OnBootSec=` and the other monotonic timers, in systemd.timer(5)'s
+    /// order.
+    pub monotonic: Vec<Setting>,
     /// Written whenever the spec sets it, even to false.
     pub persistent: Option<bool>,
     pub randomized_delay: Option<UnitValue>,
@@ -64,6 +75,37 @@ pub struct TimerUnit {
     pub unit: UnitName,
     pub x_fleet: Vec<FleetOption>,
     pub job: UnitValue,
+}
+
+/// One setting of a fixed name whose value was checked and escaped for
+/// it (a timer's `OnBootSec=`, a service's `User=`, one path of
+/// `ReadWritePaths=`). Built only from the escaping types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    value: String,
+}
+
+impl Setting {
+    /// A value systemd takes verbatim (after resolving specifiers).
+    pub fn new(key: &'static str, value: UnitValue) -> Self {
+        Setting {
+            key,
+            value: value.as_str().to_owned(),
+        }
+    }
+
+    /// One word of a space-separated list (`ReadWritePaths=`).
+    pub fn word(key: &'static str, word: ListWord) -> Self {
+        Setting {
+            key,
+            value: word.as_str().to_owned(),
+        }
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
 }
 
 /// One `[X-Fleet]` setting.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::generate::escape::ExecLine;
-use crate::generate::model::{Command, FleetOption, JobUnits, Model, NotifyUnit};
+use crate::generate::model::{Command, FleetOption, JobUnits, Model, NotifyUnit, Setting};
 use crate::generate::spec::Target;
 
 /// A rendered file: its name inside the output folder and its bytes.
@@ -52,6 +52,7 @@ struct ServiceView<'a> {
     on_failure: Option<&'a str>,
     on_failure_notify: Option<&'a str>,
     timeout: Option<&'a str>,
+    exec: Vec<OptionView<'a>>,
     environment: Vec<&'a str>,
     exec_start_pre: Vec<String>,
     exec_start: String,
@@ -65,6 +66,7 @@ struct ServiceView<'a> {
 struct TimerView<'a> {
     description: &'a str,
     on_calendar: Vec<&'a str>,
+    monotonic: Vec<OptionView<'a>>,
     persistent: Option<&'static str>,
     randomized_delay: Option<&'a str>,
     accuracy: Option<&'a str>,
@@ -100,6 +102,16 @@ fn options(opts: &[FleetOption]) -> Vec<OptionView<'_>> {
         .collect()
 }
 
+fn settings(settings: &[Setting]) -> Vec<OptionView<'_>> {
+    settings
+        .iter()
+        .map(|s| OptionView {
+            key: s.key,
+            value: s.value(),
+        })
+        .collect()
+}
+
 fn command(cmd: &Command, target: Target) -> String {
     let line = match target {
         // fleet joins continuation lines before its line-length check, and
@@ -107,11 +119,10 @@ fn command(cmd: &Command, target: Target) -> String {
         Target::Fleet => ExecLine::render_single(&cmd.line),
         Target::Systemd => cmd.line.render(),
     };
-    if cmd.ignore_failure {
-        format!("-{line}")
-    } else {
-        line
-    }
+    // systemd.service(5), "Command lines": prefixes combine in any order.
+    let ignore = if cmd.ignore_failure { "-" } else { "" };
+    let privileged = if cmd.privileged { "+" } else { "" };
+    format!("{ignore}{privileged}{line}")
 }
 
 fn view(job: &JobUnits) -> View<'_> {
@@ -125,6 +136,7 @@ fn view(job: &JobUnits) -> View<'_> {
             on_failure: s.on_failure.as_ref().map(|u| u.as_str()),
             on_failure_notify: s.on_failure_notify.as_ref().map(|u| u.as_str()),
             timeout: s.timeout.as_ref().map(|v| v.as_str()),
+            exec: settings(&s.exec),
             environment: s.environment.iter().map(|e| e.as_str()).collect(),
             exec_start_pre: commands(&s.exec_start_pre),
             exec_start: command(&s.exec_start, job.target),
@@ -136,6 +148,7 @@ fn view(job: &JobUnits) -> View<'_> {
         timer: TimerView {
             description: t.description.as_str(),
             on_calendar: t.on_calendar.iter().map(|v| v.as_str()).collect(),
+            monotonic: settings(&t.monotonic),
             persistent: t.persistent.map(|p| if p { "true" } else { "false" }),
             randomized_delay: t.randomized_delay.as_ref().map(|v| v.as_str()),
             accuracy: t.accuracy.as_ref().map(|v| v.as_str()),

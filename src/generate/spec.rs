@@ -4,7 +4,12 @@
 //!
 //! Every struct rejects unknown keys: decoding reports them all with their
 //! location, and the JSON Schema (`unitgen schema`) is generated from these
-//! same types, so editors and the parser cannot disagree.
+//! same types, so editors and the parser cannot disagree. Doc comments
+//! (`///`) become the schema's descriptions, which editors show to
+//! operators: they say what a key does, never how unitgen works inside
+//! (notes for this code's readers are `//` comments). The rules the
+//! parser enforces beyond types (`version: 1`, job names, what starts a
+//! job) are added to the schema by the `schema_*` functions at the end.
 
 use std::collections::BTreeMap;
 
@@ -16,14 +21,18 @@ pub use crate::contract::lock::OnBusy;
 use crate::contract::retention::RetentionPolicy;
 pub use crate::contract::s3::Compare;
 
-/// A whole spec. `J` is the job type: `source.rs` first decodes the jobs as
-/// raw YAML values, then each on its own, so that one bad job does not hide
-/// the problems of others (and error recovery stays linear).
+// `J` is the job type: `source.rs` first decodes the jobs as raw YAML
+// values, then each on its own, so that one bad job does not hide the
+// problems of others (and error recovery stays linear).
+/// unitgen's spec: backup jobs, each rendered into a systemd `NAME.service`
+/// and `NAME.timer` for a fleet cluster or a plain systemd host. See
+/// `unitgen --help` and the README.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "UnitgenSpec")]
+#[schemars(rename = "UnitgenSpec", transform = schema_spec_rules)]
 pub struct SpecOf<J> {
-    /// Spec format version; only `1` exists.
+    /// The spec format's version: `1`.
+    #[schemars(extend("const" = 1))]
     pub version: u32,
     /// Where render-time values and run-time secrets live.
     #[serde(default)]
@@ -31,13 +40,19 @@ pub struct SpecOf<J> {
     /// Settings merged into every job; a job's own setting wins.
     #[serde(default)]
     pub defaults: Defaults,
-    /// The backup jobs, by name. Each becomes `NAME.service` + `NAME.timer`.
+    /// The backup jobs, at least one, by name. Each becomes `NAME.service`
+    /// and `NAME.timer`, so a name is a unit name: ASCII letters, digits
+    /// and `:_.@-`, at most one `@` (not first or last), not starting with
+    /// `.` or `-`, at most 247 characters.
+    #[schemars(extend("minProperties" = 1, "propertyNames" = schema_job_names()))]
     pub jobs: BTreeMap<String, J>,
 }
 
 /// The spec as users write it.
 pub type Spec = SpecOf<Job>;
 
+/// Where `unitgen` reads `{ etcd: KEY }` values at render time, and how
+/// the runner reaches etcd for secrets at run time.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
@@ -88,8 +103,10 @@ pub struct RunnerEtcd {
     /// `http://172.17.0.1:2379`. Default: `etcd.endpoints`.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// TLS files inside the container.
     #[serde(default)]
     pub tls: Option<EtcdTls>,
+    /// User for etcd authentication (default: `etcd.username`).
     #[serde(default)]
     pub username: Option<String>,
     /// File inside the container holding the etcd password.
@@ -111,44 +128,63 @@ pub enum Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
+    /// Pull before every run.
     Always,
+    /// Pull only when the host does not have the image (docker's default).
     Missing,
+    /// Never pull: the image must be on the host.
     Never,
 }
 
+/// Settings for every job; a job's own setting wins (`timer` and `notify`
+/// are merged key by key).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
+    /// Where the units run: `fleet` or `systemd` (the default).
     pub target: Option<Target>,
     /// Container image holding `unitgen-runner`.
     pub image: Option<Str>,
+    /// When docker pulls the image: `always`, `missing` or `never`.
     pub pull: Option<PullPolicy>,
     /// Absolute path of the docker CLI on the hosts (default `/usr/bin/docker`).
     pub docker: Option<Str>,
     /// Path of `unitgen-runner` inside the image (default `/unitgen-runner`).
     pub runner: Option<Str>,
+    /// Timer settings for every job, merged key by key with the job's.
     pub timer: Option<TimerSpec>,
     /// `TimeoutStartSec=`: how long one run may take (a systemd time span).
     pub timeout: Option<Str>,
     /// Unit started when the job fails; a template such as
     /// `unit-status-mail@.service` gets the job's service name as its instance.
     pub on_failure: Option<Str>,
+    /// fleet placement for every job (with `target: fleet`).
     pub fleet: Option<FleetSpec>,
     /// Failure notification for every job, merged field by field with the
     /// job's own `notify`.
     pub notify: Option<NotifySpec>,
 }
 
+/// One backup job: when it runs (`schedule`, `cron` or a `timer` start),
+/// and what it runs: `steps` of `unitgen-runner` in a container, a
+/// `container.command`, or a host `command`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema_job_rules)]
 pub struct Job {
     /// `Description=` of both units.
     pub description: Option<Str>,
-    /// A systemd calendar expression (`OnCalendar=`), e.g. `*-*-* 00:15:00`.
+    /// A systemd calendar expression (`OnCalendar=`, see `man
+    /// systemd.time`), e.g. `*-*-* 00:15:00` or `daily`.
     pub schedule: Option<Str>,
-    /// A 5-field cron line or `@daily`-style shorthand, instead of `schedule`.
+    /// A 5-field cron line (`15 0 * * *`) or `@daily`-style shorthand,
+    /// instead of `schedule`; only the schedule, not the command.
     pub cron: Option<Str>,
+    /// Timer settings, and starts besides or instead of a schedule
+    /// (`on_boot`, ...).
     pub timer: Option<TimerSpec>,
+    /// Where the units run: `fleet` or `systemd` (default: `defaults.target`,
+    /// else `systemd`).
     pub target: Option<Target>,
     /// Units to start after (`After=`), e.g. the application's service.
     #[serde(default)]
@@ -156,8 +192,12 @@ pub struct Job {
     /// Units that must be running (`Requires=`, and `After=` as well).
     #[serde(default)]
     pub requires: Vec<Str>,
+    /// Unit started when the job fails (`OnFailure=`); a template such as
+    /// `unit-status-mail@.service` gets the job's service name as its instance.
     pub on_failure: Option<Str>,
+    /// `TimeoutStartSec=`: how long one run may take (a systemd time span).
     pub timeout: Option<Str>,
+    /// fleet placement (`[X-Fleet]`, with `target: fleet`).
     pub fleet: Option<FleetSpec>,
     /// Keep runs that touch the same data apart: a host lock or an etcd
     /// lock, held around all steps (or, for a host `command`, by `flock(1)`).
@@ -166,10 +206,14 @@ pub struct Job {
     pub container: Option<ContainerSpec>,
     /// Run this command on the host instead of a container; the first word
     /// is an absolute path.
+    #[schemars(length(min = 1))]
     pub command: Option<Vec<Str>>,
     /// Non-secret environment for the command or container.
     #[serde(default)]
     pub environment: BTreeMap<String, Str>,
+    /// How systemd runs a host `command`: its user, priority and
+    /// sandboxing (systemd.exec(5)). Not for container jobs.
+    pub service: Option<ServiceSpec>,
     /// What `unitgen-runner` does, in order.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -177,6 +221,193 @@ pub struct Job {
     /// healthchecks.io on every run; `defaults.notify` is merged in.
     pub notify: Option<NotifySpec>,
 }
+
+/// How systemd runs a host `command` (systemd.exec(5)): as which user,
+/// at which priority, in which sandbox. A container job's service runs
+/// only the docker CLI, so these settings would not reach the container:
+/// they are refused there.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// `User=`: run the command as this user (a name or a numeric ID)
+    /// instead of root, as a crontab's user field does.
+    pub user: Option<Str>,
+    /// `Group=`: run it with this group (default: the user's).
+    pub group: Option<Str>,
+    /// `WorkingDirectory=`: an absolute path (default `/`).
+    pub working_directory: Option<Str>,
+    /// `EnvironmentFile=`: files of `KEY=value` lines read on the host when
+    /// the job starts (how secrets the host keeps reach a command without
+    /// being written into the unit); an absolute path, prefixed with `-`
+    /// when a missing file is fine.
+    #[serde(default)]
+    pub environment_files: Vec<Str>,
+    /// `Nice=`: CPU priority, from -20 (first) to 19 (last); backups
+    /// usually run at 19.
+    #[schemars(range(min = -20, max = 19))]
+    pub nice: Option<i64>,
+    /// `CPUSchedulingPolicy=`: `batch` for a CPU-heavy job, `idle` to run
+    /// only when nothing else wants the CPU.
+    pub cpu_scheduling_policy: Option<CpuSchedulingPolicy>,
+    /// `IOSchedulingClass=`: `idle` to use the disks only when nothing
+    /// else does, or `best-effort` with a priority.
+    pub io_scheduling_class: Option<IoSchedulingClass>,
+    /// `IOSchedulingPriority=`: from 0 (first) to 7 (last), within the class.
+    #[schemars(range(min = 0, max = 7))]
+    pub io_scheduling_priority: Option<i64>,
+    /// `NoNewPrivileges=`: the command and its children can never gain
+    /// privileges (setuid programs, file capabilities).
+    pub no_new_privileges: Option<bool>,
+    /// `ProtectSystem=`: `true` makes /usr and /boot read-only, `full` /etc
+    /// too, `strict` everything but /dev, /proc and /sys (open what the
+    /// job writes with `read_write_paths`).
+    pub protect_system: Option<ProtectSystem>,
+    /// `ProtectHome=`: `true` hides /home, /root and /run/user,
+    /// `read-only` makes them read-only, `tmpfs` puts empty folders there.
+    pub protect_home: Option<ProtectHome>,
+    /// `PrivateTmp=`: a /tmp and /var/tmp of its own.
+    pub private_tmp: Option<bool>,
+    /// `PrivateDevices=`: no physical devices in /dev.
+    pub private_devices: Option<bool>,
+    /// `ReadWritePaths=`: absolute paths the command may write despite
+    /// `protect_system` and `protect_home`, e.g. the backup destination.
+    #[serde(default)]
+    pub read_write_paths: Vec<Str>,
+    /// `ReadOnlyPaths=`: absolute paths the command may only read, e.g.
+    /// the data it backs up.
+    #[serde(default)]
+    pub read_only_paths: Vec<Str>,
+}
+
+/// `CPUSchedulingPolicy=` (sched(7)); the real-time policies are left
+/// out: a backup has no business starving the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSchedulingPolicy {
+    /// The default time-sharing policy.
+    Other,
+    /// For CPU-bound, non-interactive work.
+    Batch,
+    /// Below nice 19: only when the CPU would otherwise be idle.
+    Idle,
+}
+
+/// `IOSchedulingClass=` (ioprio_set(2)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoSchedulingClass {
+    /// Before every other class: use with care.
+    Realtime,
+    /// The default, ordered by `io_scheduling_priority`.
+    BestEffort,
+    /// Only when no other process uses the disk.
+    Idle,
+}
+
+impl CpuSchedulingPolicy {
+    /// The value as systemd reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuSchedulingPolicy::Other => "other",
+            CpuSchedulingPolicy::Batch => "batch",
+            CpuSchedulingPolicy::Idle => "idle",
+        }
+    }
+}
+
+impl IoSchedulingClass {
+    /// The value as systemd reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoSchedulingClass::Realtime => "realtime",
+            IoSchedulingClass::BestEffort => "best-effort",
+            IoSchedulingClass::Idle => "idle",
+        }
+    }
+}
+
+/// `ProtectSystem=`: `true`, `false`, `full` or `strict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectSystem {
+    Off,
+    On,
+    Full,
+    Strict,
+}
+
+/// `ProtectHome=`: `true`, `false`, `read-only` or `tmpfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectHome {
+    Off,
+    On,
+    ReadOnly,
+    Tmpfs,
+}
+
+/// Settings systemd writes as a boolean or a mode name. Decoded by hand:
+/// serde's untagged enums would say "did not match any variant" instead
+/// of what may be written.
+macro_rules! bool_or_mode {
+    ($ty:ident, $desc:literal, $(($name:literal, $variant:ident)),+) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str(concat!("true, false", $(", `", $name, "`"),+))
+                    }
+                    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<$ty, E> {
+                        Ok(if v { $ty::On } else { $ty::Off })
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        match v {
+                            $($name => Ok($ty::$variant),)+
+                            _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                        }
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": $desc,
+                    "enum": [true, false, $($name),+]
+                })
+            }
+        }
+
+        impl $ty {
+            /// The value as systemd reads it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $ty::Off => "false",
+                    $ty::On => "true",
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+bool_or_mode!(
+    ProtectSystem,
+    "`true` (/usr and /boot read-only), `full` (/etc too), `strict` (all but /dev, /proc, /sys), or `false`.",
+    ("full", Full),
+    ("strict", Strict)
+);
+bool_or_mode!(
+    ProtectHome,
+    "`true` (hidden), `read-only`, `tmpfs` (empty), or `false`.",
+    ("read-only", ReadOnly),
+    ("tmpfs", Tmpfs)
+);
 
 /// Failure notification: `{ mail: [me@me.biz] }`, `{ webhook: URL }`,
 /// `{ healthchecks: URL }`, or several of them. Mail and webhook are sent
@@ -208,6 +439,7 @@ pub enum MailSpec {
     Full(MailFields),
 }
 
+/// Mail settings: recipients, sender and SMTP server.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailFields {
@@ -235,6 +467,7 @@ pub enum EndpointSpec {
     Full(EndpointFields),
 }
 
+/// An HTTP endpoint's URL, written into the unit or kept in etcd.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointFields {
@@ -314,15 +547,37 @@ impl<'de> Deserialize<'de> for EndpointSpec {
     }
 }
 
+/// Timer settings (systemd.timer(5)). Besides `schedule` or `cron`, or
+/// instead of them, a timer may start the job a time span after an event:
+/// `on_boot: 15min` with `on_unit_active: 1d` runs it 15 minutes after
+/// boot, then a day after each run.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerSpec {
-    /// `Persistent=`: catch up on a run missed while the host was down.
+    /// `Persistent=`: catch up on a run missed while the host was down
+    /// (for `schedule` and `cron` only).
     pub persistent: Option<bool>,
     /// `RandomizedDelaySec=`: spread runs over this time span.
     pub randomized_delay: Option<Str>,
     /// `AccuracySec=`: how late systemd may fire to coalesce wake-ups.
     pub accuracy: Option<Str>,
+    /// `OnActiveSec=`: run this long after the timer is started
+    /// (`systemctl start`, `fleetctl start`).
+    pub on_active: Option<Str>,
+    /// `OnBootSec=`: run this long after the machine booted (at once when
+    /// the timer starts later than that), e.g. `15min`; what cron's
+    /// `@reboot` does.
+    pub on_boot: Option<Str>,
+    /// `OnStartupSec=`: run this long after systemd started; for the
+    /// system's systemd, much the same as `on_boot`.
+    pub on_startup: Option<Str>,
+    /// `OnUnitActiveSec=`: run again this long after the job last started,
+    /// e.g. `1d`. It counts from a run, so it needs a first one: give
+    /// `on_boot`, `on_startup`, `on_active`, `schedule` or `cron` too.
+    pub on_unit_active: Option<Str>,
+    /// `OnUnitInactiveSec=`: run again this long after the job last
+    /// finished; needs a first run like `on_unit_active`.
+    pub on_unit_inactive: Option<Str>,
 }
 
 /// A job's lock: `{ name: backups, wait: 10s, on_busy: fail }` on the
@@ -370,13 +625,16 @@ pub struct FleetSpec {
     pub global: Option<bool>,
 }
 
+/// The container a job runs in (`docker run`).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
+    /// The image (default: `defaults.image`).
     pub image: Option<Str>,
     /// Container name (default: the job name, with `@` and `:` as `_`).
     pub name: Option<Str>,
-    /// `docker run --link NAME:ALIAS`, as in the seed.
+    /// `docker run --link CONTAINER:ALIAS`: reach another container by a
+    /// host name, e.g. `bitcoind:bitcoind`.
     #[serde(default)]
     pub links: Vec<Str>,
     /// `docker run --network NAME` (`host` reaches the host's loopback).
@@ -384,8 +642,10 @@ pub struct ContainerSpec {
     /// `docker run --volume HOST:CONTAINER[:OPTIONS]`.
     #[serde(default)]
     pub volumes: Vec<Str>,
+    /// When docker pulls the image: `always`, `missing` or `never`.
     pub pull: Option<PullPolicy>,
     /// Run this command in the image instead of `unitgen-runner` steps.
+    #[schemars(length(min = 1))]
     pub command: Option<Vec<Str>>,
 }
 
@@ -407,6 +667,7 @@ pub enum Step {
     S3Lifecycle(S3LifecycleStep),
 }
 
+/// A JSON-RPC call over HTTP, e.g. bitcoind's `backupwallet`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RpcStep {
@@ -414,10 +675,12 @@ pub struct RpcStep {
     pub url: Str,
     /// Wallet name: calls go to `/wallet/NAME`.
     pub wallet: Option<Str>,
+    /// The RPC method, e.g. `backupwallet`.
     pub method: Str,
     /// Positional parameters, as JSON values.
     #[serde(default)]
     pub params: Vec<serde_json::Value>,
+    /// RPC user (basic auth), with `password`.
     pub user: Option<Str>,
     /// Read from etcd by the runner at run time; never written into a unit.
     pub password: Option<Secret>,
@@ -427,18 +690,25 @@ pub struct RpcStep {
     pub timeout: Option<Str>,
 }
 
+/// An EBS snapshot of a volume, then retention over this job's snapshots
+/// of it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbsSnapshotStep {
     /// e.g. `vol-0123456789abcdef0`; usually `{ etcd: /aws/volume-id }`.
     pub volume_id: Str,
+    /// The volume's AWS region, e.g. `us-east-1`.
     pub region: Str,
+    /// `default_chain` (instance profile, environment) or
+    /// `{ etcd_prefix: /aws/ }` (keys read from etcd at run time).
     pub credentials: Credentials,
     /// Extra tags on the snapshot (the ownership, job and volume tags are always added).
     #[serde(default)]
     pub tags: BTreeMap<String, Str>,
     /// Wait until the snapshot is `completed`, at most this long.
     pub wait: Option<Str>,
+    /// Which of this job's completed snapshots of the volume to keep; the
+    /// others are deleted (never the newest).
     pub retention: Option<RetentionPolicy>,
     /// EC2 endpoint override (testing against a local server).
     pub endpoint: Option<Str>,
@@ -448,6 +718,8 @@ pub struct EbsSnapshotStep {
     pub request_timeout: Option<Str>,
 }
 
+/// A dated snapshot folder of a local folder, then retention over this
+/// job's snapshot folders.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CopyStep {
@@ -456,15 +728,20 @@ pub struct CopyStep {
     /// The folder holding the snapshot folders (`JOB.2026-11-20T001500Z`),
     /// inside the container; it must be mounted, and not read-only.
     pub destination: Str,
+    /// Which of this job's snapshot folders to keep; the others are
+    /// deleted (never the newest).
     pub retention: Option<RetentionPolicy>,
 }
 
+/// Uploads a local folder to an S3 bucket, like `aws s3 sync`: only files
+/// that changed are sent.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3SyncStep {
     /// The folder to upload, inside the container: mount it with
     /// `container.volumes` (e.g. `/backups:/backups:ro`).
     pub source: Str,
+    /// The bucket's name, e.g. `my-backups`.
     pub bucket: Str,
     /// Key prefix ending in `/`, e.g. `host1/`; default: the bucket's top.
     pub prefix: Option<Str>,
@@ -474,25 +751,38 @@ pub struct S3SyncStep {
     pub compare: Option<Compare>,
     /// Delete objects under `prefix` that `source` no longer has (default false).
     pub delete: Option<bool>,
+    /// The bucket's AWS region, e.g. `us-east-1`.
     pub region: Str,
+    /// `default_chain` (instance profile, environment) or
+    /// `{ etcd_prefix: /aws/ }` (keys read from etcd at run time).
     pub credentials: Credentials,
     /// S3 endpoint override (an S3-compatible store, or a local test
     /// server): path-style addressing, checksums only where required.
     pub endpoint: Option<Str>,
 }
 
+/// Sets a bucket's lifecycle rules (archive to Glacier, expire), keeping
+/// the bucket's other rules as they are.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3LifecycleStep {
+    /// The bucket's name, e.g. `my-backups`.
     pub bucket: Str,
+    /// The bucket's AWS region, e.g. `us-east-1`.
     pub region: Str,
+    /// `default_chain` (instance profile, environment) or
+    /// `{ etcd_prefix: /aws/ }` (keys read from etcd at run time).
     pub credentials: Credentials,
+    /// S3 endpoint override (an S3-compatible store, or a local test
+    /// server).
     pub endpoint: Option<Str>,
     /// Every rule unitgen owns on the bucket (ids starting `unitgen-`);
     /// other rules of the bucket are kept exactly as they are.
     pub rules: Vec<S3LifecycleRule>,
 }
 
+/// One lifecycle rule: when objects under a prefix move to a cheaper
+/// storage class, and when they are deleted.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3LifecycleRule {
@@ -512,13 +802,14 @@ pub struct S3LifecycleRule {
 }
 
 /// A string written in the spec, or `{ etcd: KEY }` read at render time.
-#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
-#[schemars(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Str {
     Literal(String),
     Etcd(EtcdRef),
 }
 
+/// A value kept in etcd, read at render time (or, for a secret, by the
+/// runner at run time).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdRef {
@@ -678,4 +969,95 @@ impl<'de> Deserialize<'de> for Step {
         }
         d.deserialize_map(V)
     }
+}
+
+// The JSON Schema: rules the parser enforces that the derived types
+// cannot say. Each mirrors a check elsewhere, named in its comment; the
+// schema tests (`tests/schema.rs`) hold both to the same specs.
+
+// `Str` decodes numbers and booleans as their text (`timeout: 30`).
+impl JsonSchema for Str {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Str".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let etcd = generator.subschema_for::<EtcdRef>();
+        schemars::json_schema!({
+            "description": "A string written in the spec (a number or a boolean means its text), or `{ etcd: KEY }` read at render time.",
+            "anyOf": [
+                { "type": ["string", "number", "boolean"] },
+                etcd
+            ]
+        })
+    }
+}
+
+/// The timer keys that start a job by themselves (`validate/timer.rs`:
+/// `on_unit_active` and `on_unit_inactive` count from a run, so they
+/// need one of these, or a schedule).
+const SCHEMA_TIMER_STARTS: [&str; 3] = ["on_active", "on_boot", "on_startup"];
+
+fn schema_timer_start() -> serde_json::Value {
+    let any: Vec<_> = SCHEMA_TIMER_STARTS
+        .iter()
+        .map(|k| serde_json::json!({ "required": [k] }))
+        .collect();
+    serde_json::json!({ "required": ["timer"], "properties": { "timer": { "anyOf": any } } })
+}
+
+/// Job names are unit names (`escape.rs`, `UnitName::job_base`), and the
+/// `unitgen-notify@` prefix is reserved (`validate/notify.rs`).
+fn schema_job_names() -> serde_json::Value {
+    use crate::generate::escape::{JOB_NAME_PATTERN, UNIT_NAME_MAX};
+    // The reserved prefix in any case, as the check compares it.
+    let reserved: String = crate::generate::validate::NOTIFY_UNIT_PREFIX
+        .chars()
+        .map(|c| match c.is_ascii_alphabetic() {
+            true => format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase()),
+            false => c.to_string(),
+        })
+        .collect();
+    serde_json::json!({
+        "pattern": JOB_NAME_PATTERN,
+        "maxLength": UNIT_NAME_MAX - ".service".len(),
+        "not": { "pattern": format!("^{reserved}") }
+    })
+}
+
+/// A job has one of `schedule` and `cron`, not both (`validate/timer.rs`).
+fn schema_job_rules(schema: &mut schemars::Schema) {
+    schema.insert(
+        "not".into(),
+        serde_json::json!({ "required": ["schedule", "cron"] }),
+    );
+}
+
+/// Something starts every job: its `schedule`, `cron` or timer start, or a
+/// timer start in `defaults.timer`, which every job inherits
+/// (`validate/timer.rs`).
+fn schema_spec_rules(schema: &mut schemars::Schema) {
+    schema.insert(
+        "if".into(),
+        serde_json::json!({
+            "required": ["defaults"],
+            "properties": { "defaults": schema_timer_start() }
+        }),
+    );
+    schema.insert(
+        "else".into(),
+        serde_json::json!({
+            "properties": {
+                "jobs": {
+                    "additionalProperties": {
+                        "anyOf": [
+                            { "required": ["schedule"] },
+                            { "required": ["cron"] },
+                            schema_timer_start()
+                        ]
+                    }
+                }
+            }
+        }),
+    );
 }

@@ -13,7 +13,7 @@ pub use crate::etcd::{Lookup, Need};
 use crate::generate::spec::{
     ContainerSpec, CopyStep, Defaults, EbsSnapshotStep, EndpointFields, EndpointSpec, FleetSpec,
     Job, LockSpec, MailFields, MailSpec, NotifySpec, OneOrMany, RpcStep, S3LifecycleRule,
-    S3LifecycleStep, S3SyncStep, Secret, Spec, Step, Str, TimerSpec,
+    S3LifecycleStep, S3SyncStep, Secret, ServiceSpec, Spec, Step, Str, TimerSpec,
 };
 
 /// A render-time value is written into a unit line; anything larger than
@@ -154,6 +154,7 @@ impl Walk for Job {
             container,
             command,
             environment,
+            service,
             steps,
             notify,
         } = self;
@@ -170,8 +171,37 @@ impl Walk for Job {
         container.walk(refs);
         command.walk(refs);
         environment.walk(refs);
+        service.walk(refs);
         steps.walk(refs);
         notify.walk(refs);
+    }
+}
+
+impl Walk for ServiceSpec {
+    fn walk(&self, refs: &mut Refs) {
+        let ServiceSpec {
+            user,
+            group,
+            working_directory,
+            environment_files,
+            nice: _,
+            cpu_scheduling_policy: _,
+            io_scheduling_class: _,
+            io_scheduling_priority: _,
+            no_new_privileges: _,
+            protect_system: _,
+            protect_home: _,
+            private_tmp: _,
+            private_devices: _,
+            read_write_paths,
+            read_only_paths,
+        } = self;
+        user.walk(refs);
+        group.walk(refs);
+        working_directory.walk(refs);
+        environment_files.walk(refs);
+        read_write_paths.walk(refs);
+        read_only_paths.walk(refs);
     }
 }
 
@@ -222,9 +252,19 @@ impl Walk for TimerSpec {
             persistent: _,
             randomized_delay,
             accuracy,
+            on_active,
+            on_boot,
+            on_startup,
+            on_unit_active,
+            on_unit_inactive,
         } = self;
         randomized_delay.walk(refs);
         accuracy.walk(refs);
+        on_active.walk(refs);
+        on_boot.walk(refs);
+        on_startup.walk(refs);
+        on_unit_active.walk(refs);
+        on_unit_inactive.walk(refs);
     }
 }
 

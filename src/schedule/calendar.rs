@@ -621,6 +621,67 @@ fn load_zone(name: &str) -> Result<Option<TimeZone>, String> {
         .map_err(|e| format!("time zone `{name}` could not be loaded: {e}"))
 }
 
+/// The shorthands' names, for suggestions (systemd's misspelling
+/// `anually` and the `bi-` forms are left out: nobody should be pointed
+/// at them).
+const SHORTHANDS: [&str; 9] = [
+    "minutely",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "quarterly",
+    "semiannually",
+    "yearly",
+    "annually",
+];
+
+/// Weekday names as suggestions name them.
+const WEEKDAY_WORDS: [&str; 14] = [
+    "Mon",
+    "Tue",
+    "Wed",
+    "Thu",
+    "Fri",
+    "Sat",
+    "Sun",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// The first word of an expression, neither a weekday nor a shorthand.
+fn unknown_word(word: &str) -> String {
+    format!(
+        "unknown weekday or shorthand `{word}`{}",
+        did_you_mean(word, SHORTHANDS.iter().chain(&WEEKDAY_WORDS))
+    )
+}
+
+fn unknown_weekday(word: &str) -> String {
+    format!(
+        "unknown weekday `{word}`{}",
+        did_you_mean(word, WEEKDAY_WORDS.iter())
+    )
+}
+
+/// ` (did you mean `daily`?)` when one of `candidates` is close to
+/// `word` (a typo), else nothing. The same measure and threshold as the
+/// spec's unknown keys.
+fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a &'a str>) -> String {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .map(|c| (strsim::jaro_winkler(&word, &c.to_ascii_lowercase()), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
 /// The named shorthands of systemd.time(7), matched case-insensitively
 /// against the whole expression (minus the zone).
 fn shorthand(body: &str) -> Option<CalendarSpec> {
@@ -740,12 +801,17 @@ impl<'a> Parser<'a> {
                 if first {
                     return Ok(None);
                 }
-                return Err(format!("unknown weekday `{}`", self.word()));
+                return Err(unknown_weekday(self.word()));
             };
             self.pos += name.len();
             if !matches!(self.peek(), None | Some(b'-' | b'.' | b',' | b' ')) {
                 self.pos -= name.len();
-                return Err(format!("unknown weekday `{}`", self.word()));
+                // `monthy` starts like `Mon`, but as the first word it may
+                // as well be a misspelt shorthand.
+                if self.pos == 0 {
+                    return Err(unknown_word(self.word()));
+                }
+                return Err(unknown_weekday(self.word()));
             }
             bits |= 1 << day;
             if let Some(from) = range_start {
@@ -1002,7 +1068,7 @@ impl<'a> Parser<'a> {
                         "shorthand `{word}` must stand alone (only a time zone may follow it)"
                     ));
                 }
-                return Err(format!("unknown weekday or shorthand `{word}`"));
+                return Err(unknown_word(word));
             }
             return Err(format!(
                 "expected a number or `*` for the {field}, got `{word}`"
@@ -1441,7 +1507,7 @@ mod tests {
         let err = CalendarSpec::parse("Mon..Fro 00:15").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro`"
+            "invalid calendar expression `Mon..Fro 00:15`: unknown weekday `Fro` (did you mean `Fri`?)"
         );
         let err = CalendarSpec::parse("*:60").unwrap_err();
         assert_eq!(err.reason(), "minute 60 is out of range 0..59");

@@ -1,26 +1,42 @@
 //! Converting crontab(5) schedules to systemd `OnCalendar=` expressions.
 //!
-//! Semantics are Vixie cron's (the cron of Debian and most Linux systems):
+//! Semantics are Vixie cron's (the cron of Debian and most Linux systems;
+//! its parser is `load_entry()` and `get_range()` in entry.c), on what it
+//! refuses as well as on what it accepts:
 //!
 //! * five fields: minute, hour, day of month, month, day of week;
 //! * each a comma list of `*`, `N` or `N-M`, the last two with an optional
 //!   `/STEP` (`*/15`, `1-30/7`); months and weekdays may also be given by
-//!   their 3-letter English names, case-insensitively;
+//!   their 3-letter English names, case-insensitively (`strcasecmp`), in
+//!   ranges too (`mon-fri`), but not as a step; `N/STEP` without a range,
+//!   backwards ranges (`5-3`) and a step of 0 are refused, as Vixie cron
+//!   refuses them;
 //! * day of week 0 and 7 are both Sunday;
+//! * the day of month may be `$`, alone: the month's last day (Vixie cron
+//!   4.1's extension; systemd writes it `~01`);
 //! * if neither the day-of-month nor the day-of-week field starts with `*`,
 //!   a day matches when EITHER matches (`0 0 1 * mon` runs on the 1st and
 //!   on every Monday). systemd ANDs all fields, so that takes two
 //!   `OnCalendar=` lines. If one of them starts with `*` (even `*/2`), both
 //!   must match, as in systemd;
 //! * `@yearly`/`@annually`, `@monthly`, `@weekly` (Sunday 00:00),
-//!   `@daily`/`@midnight`, `@hourly`.
+//!   `@daily`/`@midnight`, `@hourly`, in lowercase only: Vixie cron
+//!   compares them with `strcmp`, so `@DAILY` is refused there and here.
+//!
+//! What a crontab line holds besides its schedule (a command, the user
+//! field of /etc/crontab, a `CRON_TZ=` or `MAILTO=` setting, a seconds
+//! field from Quartz-style schedulers) is refused with what it is and
+//! where it goes in a spec.
 //!
 //! Deliberate differences: `@reboot` is an error (it is not a calendar
-//! event; systemd's `OnBootSec=` is the equivalent); backwards ranges like
-//! `10-5` and `N/STEP` without a range are errors instead of silently
-//! matching nothing or being misread; schedules that can never fire (`0 0 30
-//! 2 *`) are errors. Vixie cron's special handling of jobs inside DST
-//! changes is not reproduced: the timer follows systemd's rules there.
+//! event; the timer's `on_boot` is the equivalent); schedules that can
+//! never fire (`0 0 30 2 *`) are errors; a step larger than its range
+//! (`*/60` in the minutes) is an error, because Vixie cron versions
+//! disagree on it (3.0, Debian's, fires at the range's first value only;
+//! 4.1 since its 2024 fix for CVE-2024-43688 fires at every value of the
+//! range); text glued to a `*` (`*5`), which Vixie cron skips, is an
+//! error. Vixie cron's special handling of jobs inside DST changes is not
+//! reproduced: the timer follows systemd's rules there.
 
 use std::fmt;
 
@@ -122,6 +138,8 @@ struct Field {
     /// The field starts with `*`; decides between AND and OR of the two
     /// day fields, exactly like Vixie cron's `DOM_STAR`/`DOW_STAR` flags.
     star: bool,
+    /// The day of month is `$`: the month's last day (`DOM_LAST`).
+    last: bool,
 }
 
 impl Field {
@@ -143,20 +161,28 @@ impl Field {
 /// fires exactly when cron would.
 pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
     let err = |reason: String| CronError::new(line, reason);
-    let trimmed = line.trim();
-    let schedule = match trimmed.strip_prefix('@') {
-        Some(name) => expand_shorthand(name).map_err(err)?,
-        None => trimmed,
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if let Some(first) = words.first()
+        && let Some((name, value)) = first.split_once('=')
+    {
+        return Err(err(setting_reason(name, value, &words[1..])));
+    }
+    let words: Vec<&str> = match words.first().and_then(|w| w.strip_prefix('@')) {
+        Some(name) => {
+            let fields = expand_shorthand(name).map_err(err)?;
+            if words.len() > 1 {
+                return Err(err(after_schedule_reason(1, &words[1..])));
+            }
+            fields.split(' ').collect()
+        }
+        None => words,
     };
-    let words: Vec<&str> = schedule.split_whitespace().collect();
     if words.len() != 5 {
-        let hint = if words.len() > 5 {
-            " (give only the schedule, not the command)"
-        } else {
-            ""
-        };
+        if words.len() > 5 {
+            return Err(err(after_schedule_reason(5, &words[5..])));
+        }
         return Err(err(format!(
-            "expected 5 fields (minute hour day-of-month month day-of-week), got {}{hint}",
+            "expected 5 fields (minute hour day-of-month month day-of-week), got {}",
             words.len()
         )));
     }
@@ -177,15 +203,23 @@ pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
         format_values(&minute, FieldKind::Minute.range())
     );
     let months = format_values(&month, FieldKind::Month.range());
-    let dom_all = dom.is_full(FieldKind::DayOfMonth.range());
+    let dom_all = !dom.last && dom.is_full(FieldKind::DayOfMonth.range());
     let dow_all = dow.is_full((0, 6));
-    let days = format_values(&dom, FieldKind::DayOfMonth.range());
+    // `$` (the last day) is systemd's `~01`: the first day counted from
+    // the month's end.
+    let days = match dom.last {
+        true => format!("*-{months}~01"),
+        false => format!(
+            "*-{months}-{}",
+            format_values(&dom, FieldKind::DayOfMonth.range())
+        ),
+    };
     let weekdays = dow
         .values()
         .map(|d| SYSTEMD_DAYS[d as usize])
         .collect::<Vec<_>>()
         .join(",");
-    let possible = dom_possible(&dom, &month);
+    let possible = dom.last || dom_possible(&dom, &month);
 
     let exprs = if dom.star || dow.star {
         // Both day fields must match: one expression, as in systemd.
@@ -197,7 +231,7 @@ pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
         } else {
             format!("{weekdays} ")
         };
-        vec![format!("{weekdays}*-{months}-{days} {time}")]
+        vec![format!("{weekdays}{days} {time}")]
     } else if dom_all || dow_all {
         // Either field matches every day, so every day matches.
         vec![format!("*-{months}-* {time}")]
@@ -210,7 +244,7 @@ pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
         // everything, hence one expression per day field.
         vec![
             format!("{weekdays} *-{months}-* {time}"),
-            format!("*-{months}-{days} {time}"),
+            format!("{days} {time}"),
         ]
     };
     exprs
@@ -227,9 +261,10 @@ pub fn cron_to_on_calendar(line: &str) -> Result<Vec<String>, CronError> {
         .collect()
 }
 
-/// The `@` shorthands of Vixie cron.
+/// The `@` shorthands of Vixie cron, compared as it does: exactly, in
+/// lowercase (`strcmp` in entry.c).
 fn expand_shorthand(name: &str) -> Result<&'static str, String> {
-    match name.to_ascii_lowercase().as_str() {
+    match name {
         "yearly" | "annually" => Ok("0 0 1 1 *"),
         "monthly" => Ok("0 0 1 * *"),
         "weekly" => Ok("0 0 * * 0"),
@@ -237,9 +272,18 @@ fn expand_shorthand(name: &str) -> Result<&'static str, String> {
         "hourly" => Ok("0 * * * *"),
         "reboot" => Err(
             "`@reboot` runs once at boot, which is not a calendar event; \
-             use `OnBootSec=` in the timer instead (e.g. `OnBootSec=1min`)"
+             drop `cron` and start the job from the timer instead: \
+             `timer: { on_boot: 1min }` (systemd's OnBootSec=)"
                 .to_string(),
         ),
+        _ if name.bytes().any(|b| b.is_ascii_uppercase())
+            && expand_shorthand(&name.to_ascii_lowercase()).is_ok() =>
+        {
+            Err(format!(
+                "cron's shorthands are lowercase (Vixie cron refuses `@{name}`); write `@{}`",
+                name.to_ascii_lowercase()
+            ))
+        }
         _ => Err(format!(
             "unknown shorthand `@{name}` (known: @yearly, @annually, @monthly, @weekly, \
              @daily, @midnight, @hourly, @reboot)"
@@ -247,7 +291,98 @@ fn expand_shorthand(name: &str) -> Result<&'static str, String> {
     }
 }
 
+/// Why a line starting with `NAME=value` is not a schedule: it is a
+/// crontab setting (crontab(5), "environment settings"), which a spec
+/// says elsewhere.
+fn setting_reason(name: &str, value: &str, rest: &[&str]) -> String {
+    let setting = format!("`{name}={value}` is a crontab setting, not part of a schedule");
+    match name {
+        // cronie's, not Vixie cron's; a calendar expression takes a zone.
+        "CRON_TZ" | "TZ" => {
+            let zone = value.trim_matches(['"', '\'']);
+            let converted = cron_to_on_calendar(&rest.join(" "));
+            match converted.as_deref() {
+                Ok([expr]) if CalendarSpec::parse(&format!("{expr} {zone}")).is_ok() => format!(
+                    "{setting}; for a schedule in that time zone, write `schedule: \"{expr} {zone}\"` \
+                     instead of `cron`"
+                ),
+                _ => format!(
+                    "{setting}; for a schedule in a time zone, write `schedule:` as a calendar \
+                     expression ending in the zone (e.g. `*-*-* 00:15:00 {zone}`) instead of `cron`"
+                ),
+            }
+        }
+        "MAILTO" => format!(
+            "{setting}; mail on failure is `notify: {{ mail: [ADDRESS] }}`, and `cron` takes \
+             only the 5 schedule fields"
+        ),
+        _ => format!(
+            "{setting}; set variables in `environment:`, and give `cron` only the 5 schedule fields"
+        ),
+    }
+}
+
+/// Why words after the schedule (`skip` words: 5, or 1 after an `@`
+/// shorthand) do not belong: say what they are.
+fn after_schedule_reason(skip: usize, rest: &[&str]) -> String {
+    let first = rest[0];
+    let ordinal = match skip {
+        1 => "second word",
+        _ => "sixth field",
+    };
+    // Quartz, Spring and AWS write seconds first (or a year last), in the
+    // same characters as cron's fields.
+    let fieldlike = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_digit() || b"*,/-?LW#".contains(&b))
+    };
+    if skip == 5 && rest.len() <= 2 && rest.iter().all(|w| fieldlike(w)) {
+        return format!(
+            "{} fields are another scheduler's syntax (Quartz, Spring), where the first field \
+             is the seconds and a seventh the year; cron has 5 (minute hour day-of-month month \
+             day-of-week): drop the seconds, or write `schedule:` as a calendar expression, \
+             which has seconds (`*-*-* 00:15:30`), instead of `cron`",
+            5 + rest.len()
+        );
+    }
+    // /etc/crontab and /etc/cron.d have a user field before the command.
+    let user = |w: &str| {
+        w.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+    };
+    if rest.len() >= 2 && user(first) {
+        return format!(
+            "the {ordinal}, `{first}`, is the user field of /etc/crontab and /etc/cron.d, and the \
+             rest is the command; `cron` takes only the schedule: run as that user with \
+             `service: {{ user: {first} }}` and put the command in `command:`"
+        );
+    }
+    format!(
+        "the {ordinal}, `{}`, starts a command; `cron` takes only the schedule, and the command \
+         goes in `command:`",
+        crate::diag::shown(first)
+    )
+}
+
 fn parse_field(kind: FieldKind, text: &str) -> Result<Field, String> {
+    // Vixie cron 4.1 (entry.c, `DOM_LAST`): a lone `$` is the month's
+    // last day; it takes no list, range or step.
+    if matches!(kind, FieldKind::DayOfMonth) && text.contains('$') {
+        if text != "$" {
+            return Err(format!(
+                "`$` (the last day of the month) must be the whole day-of-month field, not `{text}`"
+            ));
+        }
+        return Ok(Field {
+            bits: 0,
+            star: false,
+            last: true,
+        });
+    }
     let mut bits = 0u64;
     for item in text.split(',') {
         bits |= parse_item(kind, item)?;
@@ -255,6 +390,7 @@ fn parse_field(kind: FieldKind, text: &str) -> Result<Field, String> {
     Ok(Field {
         bits,
         star: text.starts_with('*'),
+        last: false,
     })
 }
 
@@ -264,9 +400,14 @@ fn parse_item(kind: FieldKind, item: &str) -> Result<u64, String> {
     let (lo, hi) = kind.range();
     let (range, step) = match item.split_once('/') {
         Some((range, step)) => {
-            let step: u8 = step
-                .parse()
-                .map_err(|_| format!("invalid step `{step}` in the {field} field"))?;
+            let step: u32 = match step.bytes().all(|b| b.is_ascii_digit()) {
+                true => step.parse().unwrap_or(u32::MAX),
+                false => {
+                    return Err(format!(
+                        "invalid step `{step}` in the {field} field (a number)"
+                    ));
+                }
+            };
             if step == 0 {
                 return Err(format!(
                     "step must not be zero in the {field} field (`{item}`)"
@@ -276,15 +417,10 @@ fn parse_item(kind: FieldKind, item: &str) -> Result<u64, String> {
         }
         None => (item, None),
     };
+    // `*` is `lo-hi` for Vixie cron (0-7 for the day of week, 7 being
+    // Sunday again); the bits stop at 6 (Saturday) for the day of week.
     let (first, last) = if range == "*" {
-        (
-            lo,
-            if matches!(kind, FieldKind::DayOfWeek) {
-                6
-            } else {
-                hi
-            },
-        )
+        (lo, hi)
     } else if let Some((a, b)) = range.split_once('-') {
         let (a, b) = (parse_value(kind, a)?, parse_value(kind, b)?);
         if a > b {
@@ -304,9 +440,23 @@ fn parse_item(kind: FieldKind, item: &str) -> Result<u64, String> {
         }
         (v, v)
     };
-    let step = step.unwrap_or(1) as usize;
+    let step = step.unwrap_or(1);
+    // Vixie cron 4.1 sets the whole range when the step is larger than
+    // the range's end (counted from the field's lowest value, entry.c's
+    // `set_range()`), where 3.0 and Debian's fire at its first value only.
+    if step > 1 && step > u32::from(last - lo) {
+        return Err(format!(
+            "step {step} in `{item}` is larger than the {field} range it steps through \
+             ({first}-{last}), and crons disagree on what that means (Debian's runs at \
+             {first} only, Vixie cron 4.1 at every value); write `{first}` to run once"
+        ));
+    }
+    let last = match (kind, range) {
+        (FieldKind::DayOfWeek, "*") => 6,
+        _ => last,
+    };
     Ok((first..=last)
-        .step_by(step)
+        .step_by(step as usize)
         .fold(0, |bits, v| bits | 1 << v))
 }
 
@@ -323,8 +473,18 @@ fn parse_value(kind: FieldKind, text: &str) -> Result<u8, String> {
             Some((names, _)) => format!(" or one of {}", names.join(",")),
             None => String::new(),
         };
+        // `Monday`, `January`: cron compares names with its 3-letter ones
+        // only.
+        let short = match kind.names() {
+            Some((names, _)) if text.len() > 3 && text.is_char_boundary(3) => names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(&text[..3]))
+                .map(|n| format!("; cron takes the first three letters: `{n}`"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         return Err(format!(
-            "invalid {field} `{text}` (expected a number {lo}-{hi}{names})"
+            "invalid {field} `{text}` (expected a number {lo}-{hi}{names}){short}"
         ));
     }
     text.parse::<u8>()
@@ -411,6 +571,26 @@ mod tests {
     }
 
     #[test]
+    fn the_last_day_of_the_month() {
+        assert_eq!(conv("0 0 $ * *"), ["*-*~01 00:00:00"]);
+        assert_eq!(conv("0 0 $ 2 *"), ["*-02~01 00:00:00"]);
+        assert_eq!(
+            conv("0 0 $ * fri"),
+            ["Fri *-*-* 00:00:00", "*-*~01 00:00:00"]
+        );
+        assert_eq!(conv("0 0 $ * */2"), ["Tue,Thu,Sat,Sun *-*~01 00:00:00"]);
+    }
+
+    #[test]
+    fn steps_as_vixie_cron_agrees_on() {
+        // The step reaches the range's end: 0 and 59 in both versions.
+        assert_eq!(conv("*/59 * * * *"), ["*-*-* *:00,59:00"]);
+        // Larger than the range, not than the field: 50 only, everywhere.
+        assert_eq!(conv("50-55/10 * * * *"), ["*-*-* *:50:00"]);
+        assert_eq!(conv("0 0 * * */7"), ["Sun *-*-* 00:00:00"]);
+    }
+
+    #[test]
     fn ors_the_day_fields() {
         assert_eq!(
             conv("0 0 1 * mon"),
@@ -436,6 +616,14 @@ mod tests {
             "5/10 * * * *",
             "* * * foo *",
             "10-5 * * * *",
+            "*/60 * * * *",
+            "0 0 */31 * *",
+            "0 0 * * */8",
+            "0-5/10 * * * *",
+            "*5 * * * *",
+            "0 0 $,15 * *",
+            "@DAILY",
+            "@daily /usr/bin/true",
         ] {
             assert!(cron_to_on_calendar(bad).is_err(), "{bad}");
         }

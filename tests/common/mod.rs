@@ -203,6 +203,19 @@ pub struct ParsedUnit {
     /// `(setting, argv)` for every command, e.g. `("ExecStart", [...])`.
     pub commands: Vec<(String, Vec<String>)>,
     pub environment: Vec<String>,
+    /// Every other `Key: value` line of the unit's dump, in order, e.g.
+    /// `("User", "backup")`, `("ReadWritePaths", "/a /b")`.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ParsedUnit {
+    /// The value of the first dump line for `key`.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn parse_dump(text: &str) -> BTreeMap<String, ParsedUnit> {
@@ -238,6 +251,11 @@ fn parse_dump(text: &str) -> BTreeMap<String, ParsedUnit> {
                 .push((setting.clone(), split_command_line(cmd)));
         } else if let Some(env) = trimmed.strip_prefix("Environment: ") {
             unit.environment.push(env.to_owned());
+        } else if line.starts_with("\t\t")
+            && !line.starts_with("\t\t\t")
+            && let Some((key, value)) = trimmed.split_once(": ")
+        {
+            unit.settings.push((key.to_owned(), value.to_owned()));
         }
     }
     if let Some((n, u)) = current {

@@ -7,7 +7,7 @@ use super::etcd::RunnerEtcdArgs;
 use crate::contract::lock::JobLock;
 use crate::diag::{KeyPath, shown};
 use crate::generate::escape::{self, EnvAssignment, ExecLine, ExecWord};
-use crate::generate::model::Command;
+use crate::generate::model::{Command, Setting};
 use crate::generate::spec::{ContainerSpec, Defaults, Job, PullPolicy, Str};
 
 const DEFAULT_DOCKER: &str = "/usr/bin/docker";
@@ -24,6 +24,8 @@ pub(super) struct Run {
     pub exec_stop_post: Vec<Command>,
     /// `SuccessExitStatus=`: a host command's busy lock with `on_busy: skip`.
     pub success_exit_status: Option<u8>,
+    /// How systemd runs a host command (`service:`); empty for containers.
+    pub exec: Vec<Setting>,
 }
 
 /// A container job, validated.
@@ -51,7 +53,18 @@ impl Cx<'_> {
     ) -> Option<Run> {
         let environment = self.environment(job, path);
         let lock = self.lock(job, defaults, path);
+        // Reported, and the rest of the container still checked.
+        let service_refused = job.command.is_none() && job.service.is_some();
+        if service_refused {
+            self.key_err(
+                &path.key("service"),
+                "`service` sets how systemd runs a host `command`; this job runs a container, \
+                 where it would constrain only the docker CLI, not the container: remove it (the \
+                 container runs as its image's user, and sees only `container.volumes`)",
+            );
+        }
         if let Some(command) = &job.command {
+            let exec = self.exec_settings(job, path);
             let p = path.key("command");
             if job.container.is_some() || !job.steps.is_empty() {
                 self.err(&p, "a host `command` cannot be combined with `container` or `steps`; a job runs one or the other");
@@ -76,6 +89,7 @@ impl Cx<'_> {
                 argv.push(word);
             }
             let argv = argv.into_iter().collect::<Option<Vec<_>>>()?;
+            let exec = exec?;
             let mut exec_start_pre = Vec::new();
             let mut success_exit_status = None;
             let mut words = match lock? {
@@ -103,21 +117,27 @@ impl Cx<'_> {
                 exec_start_pre,
                 exec_start: Command {
                     ignore_failure: false,
+                    privileged: false,
                     line,
                 },
                 exec_stop_post: Vec::new(),
                 success_exit_status,
+                exec,
             });
         }
         let docker = self.docker_path(defaults);
         let known_lock = lock.as_ref().and_then(Option::as_ref);
         let c = self.container(name, job, defaults, etcd, known_lock, path);
         let (docker, c, environment, lock) = (docker?, c?, environment?, lock?);
+        if service_refused {
+            return None;
+        }
         let host_lock = lock.as_ref().is_some_and(|l| !l.is_etcd());
         let cname = self.word(&c.name, &path.key("container").key("name"))?;
         // `-`: a missing container is the normal case, not a failure.
         let cleanup = Command {
             ignore_failure: true,
+            privileged: false,
             line: ExecLine::new(docker.clone()).inline([
                 ExecWord::literal("rm"),
                 ExecWord::literal("--force"),
@@ -180,10 +200,12 @@ impl Cx<'_> {
             exec_start_pre,
             exec_start: Command {
                 ignore_failure: false,
+                privileged: false,
                 line: run,
             },
             exec_stop_post: vec![cleanup],
             success_exit_status: None,
+            exec: Vec::new(),
         })
     }
 

@@ -163,6 +163,7 @@ impl Cx<'_> {
     pub(super) fn lock_dir_command(&self) -> Command {
         Command {
             ignore_failure: false,
+            privileged: false,
             line: crate::generate::escape::ExecLine::new(ExecWord::literal(MKDIR))
                 .inline([ExecWord::literal("-p"), ExecWord::literal(HOST_LOCK_DIR)]),
         }

@@ -1,18 +1,22 @@
-//! Spec -> validated [`Model`]. Pure: it reads the decoded spec and the
-//! values fetched for its references, and collects every problem (with its
-//! location) before any is reported.
+//! Spec -> validated [`Model`]. Pure but for one read of the clock (a
+//! one-off schedule that has passed never fires, see `timer.rs`): it reads
+//! the decoded spec and the values fetched for its references, and
+//! collects every problem (with its location) before any is reported.
 //!
 //! One file per concern, each an `impl Cx` block:
 //! - this file: the value plumbing every rule uses (a `Str` resolved and
 //!   checked for line breaks, a secret's key checked to exist, a word or
 //!   value escaped for its systemd context) and the job's unit assembly;
 //! - `etcd.rs`: the spec's `etcd` section (endpoints, the runner's view);
-//! - `timer.rs`: schedules and timer options;
+//! - `timer.rs`: schedules (refusing those that never fire), monotonic
+//!   starts and timer options;
 //! - `container.rs`: what a service runs (host command or container), the
 //!   docker command lines;
 //! - `steps.rs`: runner steps, judged by the contract (`contract/`), and
 //!   `copy.rs`, the copy step's folders mounted into the container;
 //! - `lock.rs`: the job's lock, and how the service takes it;
+//! - `service.rs`: how systemd runs a host command (user, priorities,
+//!   sandbox);
 //! - `fleet.rs`: fleet placement and fleet's limits.
 
 mod container;
@@ -21,8 +25,11 @@ pub mod etcd;
 pub mod fleet;
 mod lock;
 mod notify;
+mod service;
 mod steps;
 mod timer;
+
+pub(crate) use notify::UNIT_PREFIX as NOTIFY_UNIT_PREFIX;
 
 use std::collections::{HashMap, HashSet};
 
@@ -42,6 +49,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
         problems: Vec::new(),
         unknown: false,
         lifecycle_owners: HashMap::new(),
+        now: jiff::Timestamp::now(),
     };
     let root = KeyPath::root();
     if spec.version != 1 {
@@ -125,6 +133,9 @@ struct Cx<'a> {
     unknown: bool,
     /// The `s3_lifecycle` step that manages each (endpoint, bucket).
     lifecycle_owners: HashMap<(String, String), KeyPath>,
+    /// The render time: a one-off schedule before it never fires (the
+    /// only rule that reads the clock; see `timer.rs`).
+    now: jiff::Timestamp,
 }
 
 impl Cx<'_> {
@@ -315,6 +326,16 @@ impl Cx<'_> {
             run.exec_start_pre.extend(n.start_hook.clone());
             run.exec_stop_post.extend(n.finish_hook.clone());
         }
+        if let Some(run) = run.as_mut()
+            && !run.exec.is_empty()
+        {
+            // What unitgen adds around the job's own command (the lock
+            // folder, the pings) must work whoever the job runs as and
+            // whatever its sandbox: `+` runs it outside both.
+            for cmd in run.exec_start_pre.iter_mut().chain(&mut run.exec_stop_post) {
+                cmd.privileged = true;
+            }
+        }
         let mut after = Vec::new();
         let mut requires = Vec::new();
         if hooks || matches!(run, Some(ref r) if r.container.is_some()) {
@@ -398,6 +419,7 @@ impl Cx<'_> {
                     on_failure,
                     on_failure_notify: notify_unit.as_ref().map(|n| n.name.clone()),
                     timeout,
+                    exec: run.exec,
                     environment: run.environment,
                     exec_start_pre: run.exec_start_pre,
                     exec_start: run.exec_start,
@@ -409,6 +431,7 @@ impl Cx<'_> {
                 timer: TimerUnit {
                     description,
                     on_calendar: timer.on_calendar,
+                    monotonic: timer.monotonic,
                     persistent: timer.persistent,
                     randomized_delay: timer.randomized_delay,
                     accuracy: timer.accuracy,

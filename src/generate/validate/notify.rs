@@ -32,7 +32,7 @@ use crate::generate::spec::{Defaults, EndpointSpec, Job, MailSpec, NotifySpec, S
 
 /// The notify unit of job `JOB` is `unitgen-notify@JOB.service`; no job may
 /// take such a name itself.
-pub(super) const UNIT_PREFIX: &str = "unitgen-notify@";
+pub(crate) const UNIT_PREFIX: &str = "unitgen-notify@";
 
 /// The notify unit's shell script. systemd starts an `OnFailure=` unit
 /// without a word about the failure (`$MONITOR_SERVICE_RESULT` and friends
@@ -237,10 +237,12 @@ impl Cx<'_> {
         if notifiers.healthchecks.is_some() {
             out.start_hook = Some(Command {
                 ignore_failure: true,
+                privileged: false,
                 line: self.notifier_line(&container, &invocation(Event::Start), &own_path)?,
             });
             out.finish_hook = Some(Command {
                 ignore_failure: true,
+                privileged: false,
                 line: self.notifier_line(&container, &invocation(Event::Finish), &own_path)?,
             });
         }
@@ -264,6 +266,7 @@ impl Cx<'_> {
                 unit?,
                 Command {
                     ignore_failure: false,
+                    privileged: false,
                     line,
                 },
             ));
