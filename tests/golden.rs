@@ -258,7 +258,7 @@ fn fleet_units_are_what_fleet_stores() {
 #[test]
 fn bundled_examples_match_units_folder() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["bitcoind-wallet", "rsync-backups"] {
+    for name in ["bitcoind-wallet", "rsync-backups", "s3-archive"] {
         let example = root.join("examples").join(name);
         let mut cmd = unitgen();
         cmd.arg("render")

@@ -45,10 +45,14 @@ pub struct Options {
     pub smtps: Option<(PathBuf, PathBuf)>,
     /// AUTH required: user and password.
     pub auth: Option<(String, String)>,
+    /// The address to listen on (default 127.0.0.1), e.g. the docker0
+    /// address for containers on the default bridge.
+    pub host: Option<String>,
 }
 
 pub struct Smtpd {
     pub port: u16,
+    host: String,
     child: Child,
     out: PathBuf,
     _dir: tempfile::TempDir,
@@ -74,11 +78,9 @@ impl Smtpd {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("received.jsonl");
         let port = super::free_port();
+        let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
         let mut cmd = Command::new("python3");
-        cmd.arg(SCRIPT)
-            .arg(&out)
-            .arg("127.0.0.1")
-            .arg(port.to_string());
+        cmd.arg(SCRIPT).arg(&out).arg(&host).arg(port.to_string());
         if let Some((cert, key)) = &options.tls {
             cmd.arg("--tls").arg(cert).arg(key);
         }
@@ -103,6 +105,7 @@ impl Smtpd {
         }
         Some(Smtpd {
             port,
+            host,
             child,
             out,
             _dir: dir,
@@ -110,7 +113,7 @@ impl Smtpd {
     }
 
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        format!("smtp://{}:{}", self.host, self.port)
     }
 
     /// Every message accepted so far.
