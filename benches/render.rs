@@ -1,8 +1,15 @@
 //! Render at scale, in process (no process start-up in the numbers):
 //! validation, a first render into an empty folder, a re-render with
 //! nothing changed, and validation of specs with 1,000 and 10,000
-//! problems. Run with `cargo bench --bench render`; numbers go in
-//! BENCHMARKS.md.
+//! problems. Beside them, the file system's own floor: the same files
+//! written the cheapest way that is still atomic and durable (create,
+//! write, one syncfs, rename), with no spec at all.
+//!
+//! `cargo bench --bench render`, or `bash benches/render.sh` to run it on
+//! a fresh ext4 file system (ext4 slows inode allocation right after many
+//! files were deleted, which a bench that renders again and again into
+//! the same disk would otherwise measure). `UNITGEN_BENCH_DIR` says where
+//! to write. Numbers go in BENCHMARKS.md.
 
 use std::path::Path;
 use std::time::Instant;
@@ -60,9 +67,39 @@ fn render(path: &Path) -> Result<Vec<unitgen::generate::render::UnitFile>, unitg
     loaded.render(&Values::none(loaded.refs()))
 }
 
+/// The floor: `files` written as atomically and durably as a render does,
+/// with nothing else (no spec, no comparison, no manifest).
+fn floor(dir: &Path, files: &[unitgen::generate::render::UnitFile]) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        let mut t = std::fs::File::create(dir.join(format!(".t{i}"))).unwrap();
+        t.write_all(f.contents.as_bytes()).unwrap();
+    }
+    let d = std::fs::File::open(dir).unwrap();
+    // SAFETY: syncfs only reads the descriptor `d` keeps open.
+    assert_eq!(unsafe { libc::syncfs(d.as_raw_fd()) }, 0);
+    for (i, f) in files.iter().enumerate() {
+        std::fs::rename(dir.join(format!(".t{i}")), dir.join(&f.name)).unwrap();
+    }
+    d.sync_all().unwrap();
+}
+
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    let base = std::env::var_os("UNITGEN_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match &base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let runs = 5;
+    // Every first render gets a folder of its own, never deleted during
+    // the bench (see the top of this file).
+    let mut fresh = 0;
+    let mut next = |what: &str| {
+        fresh += 1;
+        dir.path().join(format!("{what}-{fresh}"))
+    };
     println!("| spec | operation | best of {runs} |");
     println!("| --- | --- | --- |");
     for (label, text, jobs) in [
@@ -82,17 +119,18 @@ fn main() {
                 assert_eq!(render(&path).unwrap().len(), jobs * 2);
             },
         );
-        let out = dir.path().join("units");
+        let mut out = dir.path().join("units");
         let first = best(
             runs,
-            || {
-                let _ = std::fs::remove_dir_all(&out);
-            },
+            || out = next("units"),
             || {
                 let files = render(&path).unwrap();
                 output::write(&out, &files).unwrap();
             },
         );
+        let files = render(&path).unwrap();
+        let mut plain = dir.path().join("plain");
+        let fs_floor = best(runs, || plain = next("plain"), || floor(&plain, &files));
         let again = best(
             runs,
             || {},
@@ -108,6 +146,10 @@ fn main() {
             first / validate
         );
         println!("| {label} | re-render, nothing changed | {again:.0} ms |");
+        println!(
+            "| {label} | the file system's floor: {} files created, one syncfs, renamed | {fs_floor:.0} ms |",
+            files.len()
+        );
     }
     for problems in [1_000, 10_000] {
         let path = dir.path().join("bad.yaml");

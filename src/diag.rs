@@ -210,6 +210,24 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     flat(&parts.join(": "), usize::MAX)
 }
 
+/// An error in few words: its own message (`head`, as the caller reads it
+/// from the error) and its innermost cause, which is the part that says
+/// what happened ("tcp connect error: Connection refused (os error 111)").
+/// For errors whose middle layers only repeat themselves (tonic's).
+pub fn head_and_cause(head: &str, source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut innermost = None;
+    let mut next = source;
+    while let Some(s) = next {
+        innermost = Some(s.to_string());
+        next = s.source();
+    }
+    let text = match innermost {
+        Some(cause) if !head.contains(&cause) => format!("{head}: {cause}"),
+        _ => head.to_owned(),
+    };
+    flat(&text, usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

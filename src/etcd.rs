@@ -814,25 +814,14 @@ fn tls_options(settings: &Settings) -> Result<TlsOptions, EtcdError> {
 }
 
 /// What went wrong, in one line: tonic's message (or the error itself)
-/// and the innermost cause, which is the part that says what happened
-/// ("tcp connect error: Connection refused (os error 111)").
+/// and the innermost cause.
 fn reason(e: &etcd_client::Error) -> String {
     use std::error::Error as _;
-    let (head, mut source) = match e {
-        etcd_client::Error::GRpcStatus(s) => (s.message().to_owned(), s.source()),
-        etcd_client::Error::TransportError(t) => (t.to_string(), t.source()),
-        other => (other.to_string(), None),
-    };
-    let mut innermost = None;
-    while let Some(s) = source {
-        innermost = Some(s.to_string());
-        source = s.source();
+    match e {
+        etcd_client::Error::GRpcStatus(s) => crate::diag::head_and_cause(s.message(), s.source()),
+        etcd_client::Error::TransportError(t) => crate::diag::head_and_cause(&t.to_string(), t.source()),
+        other => crate::diag::head_and_cause(&other.to_string(), None),
     }
-    let text = match innermost {
-        Some(cause) if !head.contains(&cause) => format!("{head}: {cause}"),
-        _ => head,
-    };
-    text.replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]

@@ -100,14 +100,16 @@ fn validate(args: &SpecArgs) -> Result<(), Error> {
 
 fn render(args: &RenderArgs) -> Result<(), Error> {
     let files = render_files(&args.spec)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: 20,000 paths are one write, not 20,000 (stdout is line
+    // buffered); flushed before returning so errors are still seen.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io = |e| Error::io("stdout")(e);
     if args.stdout {
         for (i, f) in files.iter().enumerate() {
             let sep = if i == 0 { "" } else { "\n" };
             write!(out, "{sep}# {}\n{}", f.name, f.contents).map_err(io)?;
         }
-        return Ok(());
+        return out.flush().map_err(io);
     }
     if args.check {
         let diff = output::check(&args.output, &files)?;
@@ -115,6 +117,7 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
             return Ok(());
         }
         out.write_all(diff.as_bytes()).map_err(io)?;
+        out.flush().map_err(io)?;
         return Err(Error::Drift(format!(
             "{} is out of date with {}; run `unitgen render` and commit the result",
             args.output.display(),
@@ -126,6 +129,7 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
     for path in &written.units {
         write!(out, "{}{end}", path.display()).map_err(io)?;
     }
+    out.flush().map_err(io)?;
     for path in &written.removed {
         eprintln!("removed {}", path.display());
     }

@@ -100,7 +100,11 @@ impl Drop for FolderLock {
 pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let _lock = FolderLock::acquire(dir)?;
-    remove_leftovers(dir)?;
+    // One listing instead of a stat per unit: a first render of 10,000
+    // jobs would otherwise spend a third of its system calls asking about
+    // files that do not exist.
+    let listing = list(dir)?;
+    remove_leftovers(dir, &listing)?;
     let previous = read_manifest(dir)?;
     let mut written = Written::default();
 
@@ -110,7 +114,11 @@ pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
     for file in files {
         let dest = dir.join(&file.name);
         written.units.push(dest.clone());
-        match fs::symlink_metadata(&dest) {
+        let existing = match listing.get(&file.name) {
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            Some(_) => fs::symlink_metadata(&dest),
+        };
+        match existing {
             Ok(m) if !m.is_file() => {
                 return Err(Error::Output {
                     path: dest,
@@ -172,6 +180,7 @@ pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
         written.removed.push(path);
     }
     write_manifest(dir, &mut staged, &current)?;
+    staged.done = true;
     sync_dir(dir)?;
     Ok(written)
 }
@@ -180,18 +189,23 @@ pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
 /// removed.
 struct Staged<'a> {
     dir: &'a Path,
+    pid: u32,
     /// Written and not yet renamed: (temp, destination).
     pairs: Vec<(PathBuf, PathBuf)>,
     /// Every temp file created, renamed or not.
     temps: Vec<PathBuf>,
+    /// Every temp file was renamed: nothing is left to remove.
+    done: bool,
 }
 
 impl<'a> Staged<'a> {
     fn new(dir: &'a Path) -> Self {
         Staged {
             dir,
+            pid: std::process::id(),
             pairs: Vec::new(),
             temps: Vec::new(),
+            done: false,
         }
     }
 
@@ -201,7 +215,7 @@ impl<'a> Staged<'a> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
-            .join(format!("{TEMP_PREFIX}{}.{n}", std::process::id()));
+            .join(format!("{TEMP_PREFIX}{}.{n}", self.pid));
         // Recorded before it exists: a write that fails half-way is removed too.
         self.temps.push(tmp.clone());
         let mut f = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
@@ -212,6 +226,9 @@ impl<'a> Staged<'a> {
 
 impl Drop for Staged<'_> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         for tmp in &self.temps {
             // Renamed ones are gone already; this only removes leftovers.
             let _ = fs::remove_file(tmp);
@@ -237,31 +254,45 @@ fn write_manifest(dir: &Path, staged: &mut Staged, names: &BTreeSet<String>) -> 
     sync_dir(dir)
 }
 
+/// The folder's entries by name, with their types (`None` for a folder
+/// that does not exist yet).
+fn list(dir: &Path) -> Result<std::collections::HashMap<String, fs::FileType>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    let mut out = std::collections::HashMap::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        let kind = entry.file_type().map_err(Error::io(entry.path()))?;
+        out.insert(entry.file_name().to_string_lossy().into_owned(), kind);
+    }
+    Ok(out)
+}
+
 /// Temp files a killed or failed render left behind (any spec's: they all
 /// share the prefix), removed under the folder lock.
-fn remove_leftovers(dir: &Path) -> Result<(), Error> {
-    for path in leftovers(dir)? {
-        fs::remove_file(&path).map_err(Error::io(&path))?;
+fn remove_leftovers(
+    dir: &Path,
+    listing: &std::collections::HashMap<String, fs::FileType>,
+) -> Result<(), Error> {
+    for (name, kind) in listing {
+        if name.starts_with(TEMP_PREFIX) && kind.is_file() {
+            let path = dir.join(name);
+            fs::remove_file(&path).map_err(Error::io(&path))?;
+        }
     }
     Ok(())
 }
 
+/// Temp files left behind, for `--check`.
 fn leftovers(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(Error::io(dir))?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with(TEMP_PREFIX)
-            && entry.file_type().is_ok_and(|t| t.is_file())
-        {
-            out.push(entry.path());
-        }
-    }
+    let mut out: Vec<PathBuf> = list(dir)?
+        .into_iter()
+        .filter(|(name, kind)| name.starts_with(TEMP_PREFIX) && kind.is_file())
+        .map(|(name, _)| dir.join(name))
+        .collect();
     out.sort();
     Ok(out)
 }
