@@ -819,7 +819,9 @@ fn reason(e: &etcd_client::Error) -> String {
     use std::error::Error as _;
     match e {
         etcd_client::Error::GRpcStatus(s) => crate::diag::head_and_cause(s.message(), s.source()),
-        etcd_client::Error::TransportError(t) => crate::diag::head_and_cause(&t.to_string(), t.source()),
+        etcd_client::Error::TransportError(t) => {
+            crate::diag::head_and_cause(&t.to_string(), t.source())
+        }
         other => crate::diag::head_and_cause(&other.to_string(), None),
     }
 }

@@ -213,9 +213,7 @@ impl<'a> Staged<'a> {
     fn write(&mut self, bytes: &[u8]) -> Result<PathBuf, Error> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{TEMP_PREFIX}{}.{n}", self.pid));
+        let tmp = self.dir.join(format!("{TEMP_PREFIX}{}.{n}", self.pid));
         // Recorded before it exists: a write that fails half-way is removed too.
         self.temps.push(tmp.clone());
         let mut f = fs::File::create(&tmp).map_err(Error::io(&tmp))?;

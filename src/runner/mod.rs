@@ -18,6 +18,7 @@
 //! runner is PID 1 in its container, where signals without a handler are
 //! ignored, so handling them is also what makes `systemctl stop` work.
 
+pub mod aws;
 pub mod copy;
 pub mod ebs;
 pub mod lock;

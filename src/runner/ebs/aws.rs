@@ -28,15 +28,7 @@ pub async fn aws_ec2(
     request_timeout: Duration,
 ) -> AwsEc2 {
     use aws_config::timeout::TimeoutConfig;
-    use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-    // aws-config's default HTTPS client is compiled out (it pulls in
-    // aws-lc, see Cargo.toml): the same rustls + ring client serves the
-    // credential providers (IMDS, STS) and EC2.
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     // The step's `request_timeout` bounds each attempt; the SDK's standard
     // retries (3 attempts) bound the whole call. CreateSnapshot is never
     // retried by the SDK (see `create_snapshot`).
@@ -45,26 +37,10 @@ pub async fn aws_ec2(
         .operation_attempt_timeout(request_timeout)
         .operation_timeout(request_timeout * 3)
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .http_client(http.clone())
-        .timeout_config(timeouts);
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some(keys) = credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            keys.access_key_id.expose(),
-            keys.secret_access_key.expose(),
-            None,
-            None,
-            "unitgen-etcd",
-        ));
-    }
-    let sdk = loader.load().await;
-    let config = aws_sdk_ec2::config::Builder::from(&sdk)
-        .http_client(http)
-        .build();
+    let sdk =
+        crate::runner::aws::sdk_config(region, endpoint, credentials.as_ref(), timeouts, None)
+            .await;
+    let config = aws_sdk_ec2::config::Builder::from(&sdk).build();
     AwsEc2 {
         client: aws_sdk_ec2::Client::from_conf(config),
         target: match endpoint {

@@ -44,16 +44,8 @@ pub async fn aws_s3(
 ) -> AwsS3 {
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
-    use aws_sdk_s3::config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
-        ResponseChecksumValidation,
-    };
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 
-    // The same rustls + ring client as the EC2 step (see Cargo.toml).
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     // An attempt carries up to a 16 MiB object or an 8 MiB part, sharing
     // the link with 7 others: it gets minutes, not seconds. (The client's
     // read timeout would not help: it runs from the first byte sent to the
@@ -62,27 +54,18 @@ pub async fn aws_s3(
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(900))
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .http_client(http.clone())
-        .timeout_config(timeouts)
-        // S3 answers SlowDown (503) under load: more attempts, with the
-        // standard mode's exponential backoff and jitter.
-        .retry_config(RetryConfig::standard().with_max_attempts(5));
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some(keys) = credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            keys.access_key_id.expose(),
-            keys.secret_access_key.expose(),
-            None,
-            None,
-            "unitgen-etcd",
-        ));
-    }
-    let sdk = loader.load().await;
-    let mut config = aws_sdk_s3::config::Builder::from(&sdk).http_client(http);
+    // S3 answers SlowDown (503) under load: more attempts, with the
+    // standard mode's exponential backoff and jitter.
+    let retry = RetryConfig::standard().with_max_attempts(5);
+    let sdk = crate::runner::aws::sdk_config(
+        region,
+        endpoint,
+        credentials.as_ref(),
+        timeouts,
+        Some(retry),
+    )
+    .await;
+    let mut config = aws_sdk_s3::config::Builder::from(&sdk);
     if endpoint.is_some() {
         config = config
             .force_path_style(true)
