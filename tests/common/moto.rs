@@ -100,39 +100,33 @@ impl Moto {
         assert_eq!(status, 200, "moto reset");
     }
 
-    /// A plain SDK client (static test keys), for setting the scene and
-    /// checking it.
-    pub async fn sdk(&self) -> aws_sdk_ec2::Client {
+    /// The settings of the plain test clients: static test keys, moto's
+    /// endpoint.
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
         use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .http_client(http)
             .endpoint_url(self.endpoint())
             .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
             .load()
-            .await;
-        aws_sdk_ec2::Client::new(&config)
+            .await
+    }
+
+    /// A plain SDK client (static test keys), for setting the scene and
+    /// checking it.
+    pub async fn sdk(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
 
     /// A plain S3 client (static test keys, path-style as moto needs), for
     /// setting the scene and checking it.
     pub async fn s3(&self) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .http_client(http)
-            .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-            .load()
-            .await;
+        let sdk = self.sdk_config().await;
         let config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
             .build();
