@@ -50,13 +50,14 @@ fn fleet_spec(jobs: usize) -> String {
     s
 }
 
-/// Best of `runs`, in milliseconds; `setup` runs before each, untimed.
-fn best(runs: usize, mut setup: impl FnMut(), mut f: impl FnMut()) -> f64 {
+/// Best of `runs`, in milliseconds; `setup` runs before each, untimed,
+/// and what it returns is `f`'s argument.
+fn best<T>(runs: usize, mut setup: impl FnMut() -> T, mut f: impl FnMut(&T)) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..runs {
-        setup();
+        let arg = setup();
         let t = Instant::now();
-        f();
+        f(&arg);
         best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
     best
@@ -115,26 +116,28 @@ fn main() {
         let validate = best(
             runs,
             || {},
-            || {
+            |_| {
                 assert_eq!(render(&path).unwrap().len(), jobs * 2);
             },
         );
         let mut out = dir.path().join("units");
         let first = best(
             runs,
-            || out = next("units"),
             || {
+                out = next("units");
+                out.clone()
+            },
+            |out| {
                 let files = render(&path).unwrap();
-                output::write(&out, &files).unwrap();
+                output::write(out, &files).unwrap();
             },
         );
         let files = render(&path).unwrap();
-        let mut plain = dir.path().join("plain");
-        let fs_floor = best(runs, || plain = next("plain"), || floor(&plain, &files));
+        let fs_floor = best(runs, || next("plain"), |plain| floor(plain, &files));
         let again = best(
             runs,
             || {},
-            || {
+            |_| {
                 let files = render(&path).unwrap();
                 let w = output::write(&out, &files).unwrap();
                 assert!(w.changed.is_empty());
@@ -157,7 +160,7 @@ fn main() {
         let t = best(
             runs,
             || {},
-            || match render(&path) {
+            |_| match render(&path) {
                 Err(unitgen::error::Error::Invalid(found)) => assert_eq!(found.len(), problems),
                 other => panic!("{:?}", other.map(|f| f.len())),
             },
