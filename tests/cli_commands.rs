@@ -213,6 +213,30 @@ fn list_of_the_bundled_example_and_its_committed_units() {
 }
 
 #[test]
+fn list_never_shows_a_secret_value() {
+    let tmp = list_dir();
+    let dir = tmp.path();
+    // A values file that (wrongly) holds a secret's value.
+    write(
+        &dir.join("values.yaml"),
+        &LIST_VALUES.replace("/rpc/password: null", "/rpc/password: hunter2"),
+    );
+    for extra in [&[][..], &["--json"]] {
+        let mut args = vec!["list", "--values", "values.yaml", "--base-time", BASE];
+        args.extend_from_slice(extra);
+        let r = in_dir(dir, &args);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        assert!(!r.stdout.contains("hunter2"), "{}", r.stdout);
+        assert_eq!(
+            r.stderr,
+            "warning: values.yaml: `/rpc/password` holds a value, but the spec uses it as a secret: \
+             this file is meant to be committed, so list the key with `null` (render only checks \
+             that it exists; the runner reads the secret from etcd at run time)\n"
+        );
+    }
+}
+
+#[test]
 fn list_of_an_invalid_spec_reports_every_problem() {
     let tmp = tempfile::tempdir().unwrap();
     write(
@@ -442,6 +466,19 @@ fn validate_offline_checks_every_rule_that_needs_no_etcd() {
             "plain.yaml: ok, 1 job(s), offline (etcd not asked); it reads no etcd keys\n"
         )
     );
+
+    // A rule about keys needs no value: a key used as a secret and as a
+    // value is refused offline too.
+    write(
+        &dir.join("both.yaml"),
+        "version: 1\netcd: { runner: { endpoints: [\"http://172.17.0.1:2379\"] } }\ndefaults: { image: r.example.com/u:1 }\njobs:\n  w:\n    schedule: daily\n    steps:\n      - rpc: { url: \"http://b:8332/\", method: m, user: { etcd: /k }, password: { etcd: /k } }\n",
+    );
+    let r = in_dir(dir, &["validate", "--offline", "-f", "both.yaml"]);
+    assert_eq!(
+        r.stderr,
+        "error: both.yaml:8:56: jobs.w.steps[0].rpc.user: etcd key `/k` is also used as a secret in this spec, so its value is never written into a unit; use a separate key for this value\n"
+    );
+    assert_eq!(r.status, 2);
 
     let r = in_dir(dir, &["validate", "--offline", "--values", "v.yaml"]);
     assert_eq!(r.status, 2);
