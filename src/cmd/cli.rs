@@ -43,7 +43,8 @@ Examples:
   unitgen render -f examples/bitcoind-wallet/unitgen.yaml --values examples/bitcoind-wallet/values.yaml -o units/bitcoind-wallet
   unitgen render --stdout                 Print the units instead of writing them
   unitgen render --check                  Exit 1 with a unified diff when ./units is stale
-  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer")]
+  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer
+  unitgen render --check --format json    One JSON object per stale, missing or extra file")]
     Render(RenderArgs),
     /// Report every problem in the spec; write nothing
     #[command(after_help = "\
