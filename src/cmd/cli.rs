@@ -71,7 +71,7 @@ Examples:
 Writes DIR/unitgen.yaml (a commented starter spec whose first line points editors at the
 schema), DIR/unitgen.schema.json (what `unitgen schema` prints) and DIR/values.yaml (the
 etcd keys the starter reads, for offline renders; secrets listed with null). Writes
-nothing if any of them exists.")]
+nothing if any of them exists. No .gitignore: all of it belongs in git, with units/.")]
     Init(InitArgs),
     /// Show the OnCalendar form of schedules and when they fire next
     #[command(after_help = "\
