@@ -147,6 +147,45 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// The same problem for tools (`--format json`).
+    pub fn json(&self) -> ProblemJson<'_> {
+        ProblemJson {
+            file: Some(&self.file),
+            line: self.location.map(|l| l.line),
+            column: self.location.map(|l| l.col),
+            path: (!self.path.is_root()).then(|| self.path.to_string()),
+            kind: Some(self.kind),
+            message: &self.message,
+            hint: suggestion(&self.message),
+        }
+    }
+}
+
+/// One problem as one JSON object, for CI annotations: every field is
+/// always present, `null` where it does not apply (an error that is about
+/// no place in the spec, such as an unreadable file, has no `file`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProblemJson<'a> {
+    pub file: Option<&'a str>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The key path, `jobs.backup.timer.persistent`; `null` at the top level.
+    pub path: Option<String>,
+    pub kind: Option<Kind>,
+    /// The whole message, with what to do, as the text form prints it.
+    pub message: &'a str,
+    /// The replacement unitgen suggests (`did you mean`), if any.
+    pub hint: Option<&'a str>,
+}
+
+/// `X` of a message's `(did you mean `X`?)`.
+fn suggestion(message: &str) -> Option<&str> {
+    let start = message.find("(did you mean `")? + "(did you mean `".len();
+    let len = message[start..].find("`?)")?;
+    Some(&message[start..start + len])
+}
+
 /// Control characters as escapes (`\n`, `\u{1b}`), everything else as is:
 /// one problem is always one line.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
@@ -260,6 +299,32 @@ mod tests {
         assert_eq!(
             p.to_string(),
             "s.yaml:3:3: jobs.x\\ny: bad\\rvalue\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn a_problem_for_tools() {
+        let p = Problem {
+            file: "s.yaml".into(),
+            location: Some(Location { line: 5, col: 14 }),
+            path: KeyPath::root().key("jobs").key("b").key("persistant"),
+            kind: Kind::UnknownKey,
+            message: "unknown key `persistant` (did you mean `persistent`?)".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&p.json()).unwrap(),
+            r#"{"file":"s.yaml","line":5,"column":14,"path":"jobs.b.persistant","kind":"unknown_key","message":"unknown key `persistant` (did you mean `persistent`?)","hint":"persistent"}"#
+        );
+        let top = Problem {
+            location: None,
+            path: KeyPath::root(),
+            kind: Kind::Syntax,
+            message: "not valid YAML".into(),
+            ..p
+        };
+        assert_eq!(
+            serde_json::to_string(&top.json()).unwrap(),
+            r#"{"file":"s.yaml","line":null,"column":null,"path":null,"kind":"syntax","message":"not valid YAML","hint":null}"#
         );
     }
 

@@ -10,6 +10,8 @@ Examples:
   unitgen render --check                 Exit 1 with a diff if ./units is stale (for CI)
   unitgen render | xargs fleetctl submit Submit every rendered unit to fleet
   unitgen validate -f ops/unitgen.yaml   Report every problem in a spec
+  unitgen list                           Every job, its next run, whether ./units is current
+  unitgen init                           Write a commented starter spec
   unitgen watch --exec 'fleetctl start \"$@\"'  Re-render when etcd values change
   unitgen plan                           What apply would do; exit 1 when anything
   unitgen apply                          Make fleet (or the host) run the rendered units
@@ -41,14 +43,36 @@ Examples:
   unitgen render -f examples/bitcoind-wallet/unitgen.yaml --values examples/bitcoind-wallet/values.yaml -o units/bitcoind-wallet
   unitgen render --stdout                 Print the units instead of writing them
   unitgen render --check                  Exit 1 with a unified diff when ./units is stale
-  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer")]
+  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer
+  unitgen render --check --format json    One JSON object per stale, missing or extra file")]
     Render(RenderArgs),
     /// Report every problem in the spec; write nothing
     #[command(after_help = "\
 Examples:
   unitgen validate
-  unitgen validate -f ops/unitgen.yaml --values ci-values.yaml")]
-    Validate(SpecArgs),
+  unitgen validate -f ops/unitgen.yaml --values ci-values.yaml
+  unitgen validate --offline              No etcd: every other rule; lists the keys it reads
+  unitgen validate --format json          One JSON object per problem, for CI annotations
+
+With --format json (or --json), each problem is one line on stdout: {\"file\", \"line\",
+\"column\", \"path\" (the key path), \"kind\", \"message\", \"hint\" (a suggested
+replacement)}, null where unknown; the exit status stays the same. An etcd that cannot be
+asked is one more problem when the spec has others (exit 2), else the only error (exit 1).")]
+    Validate(ValidateArgs),
+    /// List every job: where and when it runs, what it does, whether DIR is current
+    #[command(after_help = LIST_HELP)]
+    List(ListArgs),
+    /// Write a commented starter spec, its JSON Schema and a values file
+    #[command(after_help = "\
+Examples:
+  unitgen init                            Into the current folder
+  unitgen init ops/backups                Into ops/backups (created if missing)
+
+Writes DIR/unitgen.yaml (a commented starter spec whose first line points editors at the
+schema), DIR/unitgen.schema.json (what `unitgen schema` prints) and DIR/values.yaml (the
+etcd keys the starter reads, for offline renders; secrets listed with null). Writes
+nothing if any of them exists. No .gitignore: all of it belongs in git, with units/.")]
+    Init(InitArgs),
     /// Show the OnCalendar form of schedules and when they fire next
     #[command(after_help = "\
 Examples:
@@ -335,6 +359,111 @@ pub struct RenderArgs {
     /// End printed paths with NUL instead of newline (for `xargs -0`)
     #[arg(long)]
     pub print0: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// How problems (and `render --check`'s differences) are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// One line per problem on stderr, `file:line:col: key.path: message`
+    #[default]
+    Text,
+    /// One JSON object per problem (per file with --check) and line, on stdout
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FormatArgs {
+    /// How to print problems: `json` for CI annotations (with render: --check only)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t)]
+    pub format: Format,
+    /// Short for --format json
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl FormatArgs {
+    pub fn is_json(&self) -> bool {
+        self.json || self.format == Format::Json
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Ask no etcd: check every rule that needs no value, and list the etcd keys a render
+    /// reads
+    #[arg(long, conflicts_with = "values")]
+    pub offline: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    // After the plain options: its etcd flags set a help heading.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+const LIST_HELP: &str = "\
+Examples:
+  unitgen list
+  unitgen list -f examples/bitcoind-wallet/unitgen.yaml -o units/bitcoind-wallet
+  unitgen list --values ci-values.yaml    Also compare the jobs that need etcd values
+  unitgen list --json | jq -r 'select(.units != \"up_to_date\") | .job'
+
+One row per job: where it runs (its fleet placement, or this host), its OnCalendar= lines
+in systemd's normalized form (and monotonic timers), its next run, computed offline in
+this machine's time zone, whether DIR holds its units as `unitgen render` would write them
+(up to date, stale, missing), and its steps in short. etcd is never asked: without
+--values, the units of a job that needs an etcd value are `unknown (needs etcd)`.
+
+--json prints one object per job and line, with these fields:
+  job          the job's name
+  target       \"fleet\" or \"systemd\"
+  runs_on      where it runs, in short (\"this host\", \"with bitcoind.service\")
+  x_fleet      the service's [X-Fleet] lines, e.g. [\"MachineOf=bitcoind.service\"]
+  on_calendar  the normalized OnCalendar= expressions
+  timers       the monotonic timers, e.g. [\"OnBootSec=15min\"]
+  next_run     the next elapse, RFC 3339 in UTC; null without OnCalendar=
+  units        \"up_to_date\", \"stale\", \"missing\" or \"needs_etcd\"
+  files        the job's unit files in DIR
+  steps        what the service runs, one string per step (or the host command)
+A field that depends on an etcd value that was not given is null.";
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The spec file
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "SPEC",
+        default_value = "unitgen.yaml"
+    )]
+    pub spec: PathBuf,
+    /// YAML map of etcd key to value; without it, jobs that need a value are listed
+    /// without comparing their units
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+    /// The output folder to compare with
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR",
+        default_value = "units"
+    )]
+    pub output: PathBuf,
+    /// Count next runs from this time instead of now (RFC 3339, or `YYYY-MM-DD HH:MM:SS
+    /// [ZONE]`)
+    #[arg(long, value_name = "TIME")]
+    pub base_time: Option<String>,
+    /// One JSON object per job and line (fields below)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to write into; created if missing
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[cfg(test)]

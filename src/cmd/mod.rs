@@ -4,8 +4,11 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod init;
+pub mod list;
 pub mod report;
 pub mod settings;
+pub mod validate;
 pub mod watch;
 
 use std::io::Write;
@@ -17,12 +20,13 @@ use crate::generate::output;
 use crate::generate::render::UnitFile;
 use cli::{Cli, Command, RenderArgs, SpecArgs};
 pub use report::report;
-use settings::{ValueSource, runtime};
 
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Render(args) => render(&args),
-        Command::Validate(args) => validate(&args),
+        Command::Validate(args) => validate::run(&args),
+        Command::List(args) => list::run(&args),
+        Command::Init(args) => init::run(&args),
         Command::Watch(args) => watch::run(&args),
         Command::Plan(args) => deploy::plan(&args),
         Command::Apply(args) => deploy::apply(&args),
@@ -40,9 +44,7 @@ pub fn run(cli: Cli) -> i32 {
             .render(&mut std::io::stdout())
             .map_err(Error::io("stdout")),
         Command::Schema => {
-            let schema = schemars::schema_for!(crate::generate::spec::Spec);
-            let text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
-            println!("{text}");
+            println!("{}", init::schema_text());
             Ok(())
         }
     };
@@ -83,22 +85,15 @@ fn render_files(args: &SpecArgs) -> Result<Vec<UnitFile>, Error> {
 /// [`render_files`], with the spec it read.
 fn render_loaded(args: &SpecArgs) -> Result<(crate::generate::Loaded, Vec<UnitFile>), Error> {
     let loaded = crate::generate::load(&args.spec)?;
-    let mut source = ValueSource::for_spec(args, &loaded)?;
-    let values = runtime()?.block_on(source.fetch(loaded.refs()))?;
+    let values = validate::values_for(args, &loaded)?;
     let files = loaded.render(&values)?;
     Ok((loaded, files))
 }
 
-fn validate(args: &SpecArgs) -> Result<(), Error> {
-    let files = render_files(args)?;
-    let name = crate::generate::source::display_name(&args.spec);
-    // A job has two or three units (its notify unit): count jobs, not files.
-    let jobs: std::collections::BTreeSet<&str> = files.iter().map(|f| f.job.as_str()).collect();
-    eprintln!("{name}: ok, {} job(s)", jobs.len());
-    Ok(())
-}
-
 fn render(args: &RenderArgs) -> Result<(), Error> {
+    if args.format.is_json() {
+        return validate::check_json(args);
+    }
     let files = render_files(&args.spec)?;
     // Buffered: 20,000 paths are one write, not 20,000 (stdout is line
     // buffered); flushed before returning so errors are still seen.
@@ -118,11 +113,7 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
         }
         out.write_all(diff.as_bytes()).map_err(io)?;
         out.flush().map_err(io)?;
-        return Err(Error::Drift(format!(
-            "{} is out of date with {}; run `unitgen render` and commit the result",
-            args.output.display(),
-            crate::generate::source::display_name(&args.spec.spec)
-        )));
+        return Err(out_of_date(args));
     }
     let written = output::write(&args.output, &files)?;
     let end = if args.print0 { '\0' } else { '\n' };
@@ -134,4 +125,13 @@ fn render(args: &RenderArgs) -> Result<(), Error> {
         eprintln!("removed {}", path.display());
     }
     Ok(())
+}
+
+/// `render --check` found differences.
+fn out_of_date(args: &RenderArgs) -> Error {
+    Error::Drift(format!(
+        "{} is out of date with {}; run `unitgen render` and commit the result",
+        args.output.display(),
+        crate::generate::source::display_name(&args.spec.spec)
+    ))
 }

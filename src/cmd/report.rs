@@ -43,6 +43,41 @@ pub fn report(e: &Error) {
     }
 }
 
+/// [`report`] for tools (`--format json`): one JSON object per problem and
+/// line on stdout, in the form [`crate::diag::ProblemJson`] documents; an
+/// error about no place in the spec is one object with `file: null`.
+pub fn report_json(e: &Error) {
+    fn line(out: &mut impl Write, p: &crate::diag::ProblemJson) {
+        let _ = serde_json::to_writer(&mut *out, p);
+        let _ = writeln!(out);
+    }
+    let mut out = std::io::stdout().lock();
+    match e {
+        Error::Invalid(problems) => problems.iter().for_each(|p| line(&mut out, &p.json())),
+        Error::Silent(_) => {}
+        other => {
+            let message = other.to_string();
+            line(
+                &mut out,
+                &crate::diag::ProblemJson {
+                    file: None,
+                    line: None,
+                    column: None,
+                    path: None,
+                    kind: match other {
+                        Error::Etcd(_) => Some(crate::diag::Kind::Etcd),
+                        Error::Output { .. } => Some(crate::diag::Kind::Output),
+                        _ => None,
+                    },
+                    message: &message,
+                    hint: None,
+                },
+            )
+        }
+    }
+    let _ = out.flush();
+}
+
 /// A note from a long-running command (`watch`), one line.
 pub fn note(command: &str, message: impl std::fmt::Display) {
     let text = message.to_string();

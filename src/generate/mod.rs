@@ -15,6 +15,7 @@
 pub mod escape;
 pub mod model;
 pub mod output;
+pub mod overview;
 pub mod render;
 pub mod source;
 pub mod spec;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use crate::diag::Problem;
 use crate::error::Error;
+use overview::JobOverview;
 use render::{Renderer, UnitFile};
 use source::{Decoded, Source};
 use values::{Refs, Values};
@@ -108,6 +110,54 @@ impl Loaded {
             return Err(Error::Invalid(sorted(long)));
         }
         Ok(files)
+    }
+}
+
+impl Loaded {
+    /// Validates and renders what `values` allow, for commands that need
+    /// no etcd (`list`, `validate --offline`): with [`Values::unknown`],
+    /// every rule that needs no value is applied, each job that needs no
+    /// value is rendered, and the others are listed without files. Every
+    /// problem is an error, as with [`Loaded::render`].
+    pub fn render_known(&self, values: &Values) -> Result<Vec<JobOverview>, Error> {
+        let decoded = &self.decoded;
+        let mut problems = decoded.problems.clone();
+        let Some(spec) = &decoded.value else {
+            return Err(Error::Invalid(sorted(problems)));
+        };
+        let mut partial = validate::validate_partial(spec, &self.src, values);
+        problems.extend(
+            partial
+                .problems
+                .into_iter()
+                .filter(|p| !decoded.affected(&p.path)),
+        );
+        if !problems.is_empty() {
+            return Err(Error::Invalid(sorted(problems)));
+        }
+        let model = model::Model { jobs: partial.jobs };
+        let files = Renderer::new().render(&model)?;
+        let long = validate::fleet::line_problems(&self.src, &model, &files);
+        if !long.is_empty() {
+            return Err(Error::Invalid(sorted(long)));
+        }
+        let mut by_job: std::collections::BTreeMap<String, Vec<UnitFile>> = Default::default();
+        for file in files {
+            by_job.entry(file.job.clone()).or_default().push(file);
+        }
+        let mut jobs = Vec::with_capacity(spec.jobs.len());
+        for (name, job) in &spec.jobs {
+            let Some(parts) = partial.parts.remove(name) else {
+                return Err(Error::Invalid(vec![self.src.at_key(
+                    &crate::diag::KeyPath::root().key("jobs").key(name),
+                    crate::diag::Kind::Invalid,
+                    "internal error: validation said nothing of this job; this is a bug in \
+                     unitgen, please report it",
+                )]));
+            };
+            jobs.push(JobOverview::new(name, job, &parts, by_job.remove(name)));
+        }
+        Ok(jobs)
     }
 }
 

@@ -295,36 +295,86 @@ fn leftovers(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
-/// The differences between `dir` and `files`, as a unified diff, plus a
-/// note per temp file an interrupted render left; empty when the folder is
-/// up to date. Reads only.
-pub fn check(dir: &Path, files: &[UnitFile]) -> Result<String, Error> {
-    let mut out = String::new();
+/// How a file in the output folder differs from what the spec renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// The folder holds it with other bytes.
+    Stale,
+    /// The spec renders it; the folder does not hold it.
+    Missing,
+    /// unitgen wrote it for a job the spec no longer has.
+    Extra,
+    /// A temp file an interrupted render left.
+    Leftover,
+}
+
+/// One file of the output folder that is not as the spec renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub path: PathBuf,
+    pub status: FileStatus,
+    /// The unified diff that fixes it (a note for a leftover temp file).
+    pub diff: String,
+}
+
+/// Whether `dir` holds `file` as rendered (`None`), or how it differs.
+/// Reads only.
+pub fn status(dir: &Path, file: &UnitFile) -> Result<Option<Drift>, Error> {
+    let path = dir.join(&file.name);
+    let (old, status) = match fs::read_to_string(&path) {
+        Ok(s) => (s, FileStatus::Stale),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), FileStatus::Missing),
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    if old == file.contents {
+        return Ok(None);
+    }
+    let diff = diff(&path, &old, &file.contents);
+    Ok(Some(Drift { path, status, diff }))
+}
+
+/// Every difference between `dir` and `files`, in render order, then the
+/// units of removed jobs, then the temp files an interrupted render left;
+/// empty when the folder is up to date. Reads only.
+pub fn compare(dir: &Path, files: &[UnitFile]) -> Result<Vec<Drift>, Error> {
+    let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for file in files {
         names.insert(file.name.clone());
-        let path = dir.join(&file.name);
-        let old = match fs::read_to_string(&path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io(&path)(e)),
-        };
-        out.push_str(&diff(&path, &old, &file.contents));
+        out.extend(status(dir, file)?);
     }
     for stale in read_manifest(dir)?.difference(&names) {
         let path = dir.join(stale);
         if is_ours(&path) {
             let old = fs::read_to_string(&path).map_err(Error::io(&path))?;
-            out.push_str(&diff(&path, &old, ""));
+            let diff = diff(&path, &old, "");
+            out.push(Drift {
+                path,
+                status: FileStatus::Extra,
+                diff,
+            });
         }
     }
     for tmp in leftovers(dir)? {
-        out.push_str(&format!(
+        let diff = format!(
             "# {}: left by an interrupted render; `unitgen render` removes it\n",
             tmp.display()
-        ));
+        );
+        out.push(Drift {
+            path: tmp,
+            status: FileStatus::Leftover,
+            diff,
+        });
     }
     Ok(out)
+}
+
+/// The differences between `dir` and `files`, as a unified diff, plus a
+/// note per temp file an interrupted render left; empty when the folder is
+/// up to date. Reads only.
+pub fn check(dir: &Path, files: &[UnitFile]) -> Result<String, Error> {
+    Ok(compare(dir, files)?.into_iter().map(|d| d.diff).collect())
 }
 
 fn diff(path: &Path, old: &str, new: &str) -> String {
@@ -474,6 +524,39 @@ mod tests {
         write(dir.path(), &files).unwrap();
         assert!(!tmp.exists());
         assert_eq!(check(dir.path(), &files).unwrap(), "");
+    }
+
+    #[test]
+    fn compare_names_each_file_and_how_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[unit("a.service", "x"), unit("gone.service", "x")],
+        )
+        .unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}1.0")), "half").unwrap();
+        let files = [unit("a.service", "y"), unit("b.service", "x")];
+        let drift = compare(dir.path(), &files).unwrap();
+        let got: Vec<(String, FileStatus)> = drift
+            .iter()
+            .map(|d| {
+                let name = d.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, d.status)
+            })
+            .collect();
+        let want = [
+            ("a.service", FileStatus::Stale),
+            ("b.service", FileStatus::Missing),
+            ("gone.service", FileStatus::Extra),
+            (".unitgen-tmp.1.0", FileStatus::Leftover),
+        ];
+        assert_eq!(got, want.map(|(n, s)| (n.to_owned(), s)));
+        assert!(drift[0].diff.contains("-Description=x\n+Description=y"));
+        assert!(drift[1].diff.starts_with("--- /dev/null\n"));
+        assert_eq!(
+            status(dir.path(), &unit("gone.service", "x")).unwrap(),
+            None
+        );
     }
 
     #[test]

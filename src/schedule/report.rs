@@ -130,7 +130,7 @@ fn analyze(input: &str, cron: bool) -> Result<Analysis, String> {
 
 /// The first `n` elapses after `base` of any of `specs` (merged, sorted,
 /// without duplicates), shown in `base`'s zone.
-fn next_elapses(specs: &[CalendarSpec], base: &Zoned, n: usize) -> Vec<Zoned> {
+pub(crate) fn next_elapses(specs: &[CalendarSpec], base: &Zoned, n: usize) -> Vec<Zoned> {
     let mut all: Vec<Timestamp> = Vec::new();
     for spec in specs {
         let mut at = base.clone();
@@ -252,7 +252,7 @@ fn relative(now: Timestamp, then: Timestamp) -> String {
 /// `YYYY-MM-DD HH:MM[:SS] [UTC|ZONE]` (local time without a zone). The
 /// result is in the local zone `local`, which is where elapses of
 /// expressions without a zone are computed.
-fn parse_base_time(text: &str, local: &TimeZone) -> Result<Zoned, String> {
+pub(crate) fn parse_base_time(text: &str, local: &TimeZone) -> Result<Zoned, String> {
     let text = text.trim();
     let bad = || {
         format!(

@@ -31,18 +31,60 @@ mod timer;
 
 pub(crate) use notify::UNIT_PREFIX as NOTIFY_UNIT_PREFIX;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::contract::Maybe;
 use crate::diag::{KeyPath, Kind, Problem, shown};
 use crate::generate::escape::{self, ExecWord, UnitName, UnitValue};
-use crate::generate::model::{JobUnits, Model, NotifyUnit, ServiceUnit, TimerUnit};
+use crate::generate::model::{
+    FleetOption, JobUnits, Model, NotifyUnit, ServiceUnit, Setting, TimerUnit,
+};
 use crate::generate::source::Source;
 use crate::generate::spec::{Defaults, Job, Spec, Str, Target};
 use crate::generate::values::Values;
 
 /// Validates `spec` (decoded from `src`), reading etcd references from `values`.
 pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec<Problem>> {
+    let partial = run(spec, src, values, false);
+    if partial.problems.is_empty() && partial.jobs.len() == spec.jobs.len() {
+        Ok(Model { jobs: partial.jobs })
+    } else {
+        Err(partial.problems)
+    }
+}
+
+/// What validation found when some values may not be known (`list`,
+/// `validate --offline`): every problem the spec has regardless of them,
+/// the jobs that needed nothing unknown, and what is known of every job.
+#[derive(Debug)]
+pub struct Partial {
+    /// The complete jobs, sorted by name; a job that needs an unknown
+    /// value is not among them.
+    pub jobs: Vec<JobUnits>,
+    /// Every job's timer and placement, as far as they are known.
+    pub parts: BTreeMap<String, JobParts>,
+    pub problems: Vec<Problem>,
+}
+
+/// A job's schedule and placement, validated, each `None` when it needs a
+/// value that is not known.
+#[derive(Debug, Clone)]
+pub struct JobParts {
+    pub target: Target,
+    /// The `OnCalendar=` expressions, as written into the timer.
+    pub on_calendar: Option<Vec<String>>,
+    /// `OnBootSec=` and the other monotonic timers.
+    pub monotonic: Option<Vec<Setting>>,
+    /// The service's `[X-Fleet]` options (none on plain systemd).
+    pub x_fleet: Option<Vec<FleetOption>>,
+}
+
+/// [`validate`], keeping what is known of jobs that need unknown values.
+pub fn validate_partial(spec: &Spec, src: &Source, values: &Values) -> Partial {
+    run(spec, src, values, true)
+}
+
+fn run(spec: &Spec, src: &Source, values: &Values, keep_parts: bool) -> Partial {
     let mut cx = Cx {
         src,
         values,
@@ -50,6 +92,7 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
         unknown: false,
         lifecycle_owners: HashMap::new(),
         now: jiff::Timestamp::now(),
+        parts: keep_parts.then(BTreeMap::new),
     };
     let root = KeyPath::root();
     if spec.version != 1 {
@@ -116,10 +159,10 @@ pub fn validate(spec: &Spec, src: &Source, values: &Values) -> Result<Model, Vec
     // at the same key: report each such problem once.
     let mut seen = HashSet::new();
     cx.problems.retain(|p| seen.insert(p.to_string()));
-    if cx.problems.is_empty() && jobs.len() == spec.jobs.len() {
-        Ok(Model { jobs })
-    } else {
-        Err(cx.problems)
+    Partial {
+        jobs,
+        parts: cx.parts.unwrap_or_default(),
+        problems: cx.problems,
     }
 }
 
@@ -136,6 +179,8 @@ struct Cx<'a> {
     /// The render time: a one-off schedule before it never fires (the
     /// only rule that reads the clock; see `timer.rs`).
     now: jiff::Timestamp,
+    /// Each job's schedule and placement, when asked for ([`Partial`]).
+    parts: Option<BTreeMap<String, JobParts>>,
 }
 
 impl Cx<'_> {
@@ -378,6 +423,22 @@ impl Cx<'_> {
 
         let on_failure = self.on_failure(job, defaults, path, service_name.as_ref());
         let fleet = self.fleet(job, defaults, target, path, service_name.as_ref());
+        if let Some(parts) = &mut self.parts {
+            parts.insert(
+                name.to_owned(),
+                JobParts {
+                    target,
+                    on_calendar: timer.as_ref().map(|t| {
+                        t.on_calendar
+                            .iter()
+                            .map(|v| v.as_str().to_owned())
+                            .collect()
+                    }),
+                    monotonic: timer.as_ref().map(|t| t.monotonic.clone()),
+                    x_fleet: fleet.as_ref().map(|(service, _)| service.clone()),
+                },
+            );
+        }
 
         let run = run?;
         let notify = notify?;
