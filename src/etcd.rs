@@ -939,7 +939,9 @@ pub fn reason(e: &etcd_client::Error) -> String {
     use std::error::Error as _;
     match e {
         etcd_client::Error::GRpcStatus(s) => crate::diag::head_and_cause(s.message(), s.source()),
-        etcd_client::Error::TransportError(t) => crate::diag::head_and_cause(&t.to_string(), t.source()),
+        etcd_client::Error::TransportError(t) => {
+            crate::diag::head_and_cause(&t.to_string(), t.source())
+        }
         other => crate::diag::head_and_cause(&other.to_string(), None),
     }
 }
@@ -999,7 +1001,10 @@ mod tests {
             }
         }
         static IO: std::sync::LazyLock<std::io::Error> = std::sync::LazyLock::new(|| {
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer")
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )
         });
         let status = tonic::Status::from_error(Box::new(Hyperish));
         let e = etcd_client::Error::GRpcStatus(status);
@@ -1105,7 +1110,13 @@ mod tests {
         let e = failure_message(two, &[("http://a", &tls), ("http://b", &tls)], 0, T, G);
         assert!(matches!(e, EtcdError::Tls { .. }), "{e}");
         let busy = Fault::Busy("etcdserver: leader changed".into());
-        let e = failure_message(two, &[("http://a", &busy), ("http://b", &refused())], 0, T, G);
+        let e = failure_message(
+            two,
+            &[("http://a", &busy), ("http://b", &refused())],
+            0,
+            T,
+            G,
+        );
         assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
         let e = failure_message(two, &[("http://a", &busy), ("http://b", &busy)], 0, T, G);
         assert!(

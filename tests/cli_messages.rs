@@ -71,7 +71,8 @@ fn schedule_errors_go_to_stderr_with_the_error_prefix() {
     assert_eq!(r.status, 2);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert!(
-        r.stderr.starts_with("error: invalid cron schedule `0 0 * * funday`: ")
+        r.stderr
+            .starts_with("error: invalid cron schedule `0 0 * * funday`: ")
             && r.stderr.lines().count() == 1,
         "{}",
         r.stderr
@@ -142,7 +143,11 @@ fn the_runners_etcd_advice_names_its_own_flags_and_spec_key() {
              `etcd.runner.endpoints`: correct it there and render the units again\n"
         )
     );
-    for generator_only in ["--etcd-endpoints", "UNITGEN_ETCD_ENDPOINTS", "`etcd.endpoints`"] {
+    for generator_only in [
+        "--etcd-endpoints",
+        "UNITGEN_ETCD_ENDPOINTS",
+        "`etcd.endpoints`",
+    ] {
         assert!(!stderr.contains(generator_only), "{stderr}");
     }
     // unitgen itself keeps naming its own.
@@ -267,8 +272,7 @@ fn headings(help: &str) -> Vec<(String, String)> {
         // `-o, --output <DIR>` is `--output`; `--stdout` is itself.
         let flag = trimmed
             .split([' ', ','])
-            .filter(|w| w.starts_with("--"))
-            .next()
+            .find(|w| w.starts_with("--"))
             .unwrap_or_else(|| trimmed.split(' ').next().unwrap());
         out.push((flag.to_owned(), heading.clone()));
     }
@@ -660,7 +664,10 @@ fn the_check_diff_is_coloured_only_when_asked_or_on_a_terminal() {
     );
     assert!(r.stdout.contains(red), "{:?}", r.stdout);
     // Not a terminal, or told not to: plain.
-    for args in [&["render", "--check"][..], &["render", "--check", "--color=never"]] {
+    for args in [
+        &["render", "--check"][..],
+        &["render", "--check", "--color=never"],
+    ] {
         let r = in_dir(tmp.path(), args);
         assert_eq!(r.status, 1);
         assert!(!r.stdout.contains('\x1b'), "{args:?}");
@@ -670,10 +677,7 @@ fn the_check_diff_is_coloured_only_when_asked_or_on_a_terminal() {
     let on_a_terminal = |no_color: Option<&str>| {
         let mut cmd = Command::new("script");
         cmd.args(["-qec"])
-            .arg(format!(
-                "{} render --check",
-                env!("CARGO_BIN_EXE_unitgen")
-            ))
+            .arg(format!("{} render --check", env!("CARGO_BIN_EXE_unitgen")))
             .arg("/dev/null")
             .current_dir(tmp.path())
             .env("TERM", "xterm")
@@ -685,8 +689,14 @@ fn the_check_diff_is_coloured_only_when_asked_or_on_a_terminal() {
         String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
     };
     assert!(on_a_terminal(None).contains(red));
-    assert!(on_a_terminal(Some("")).contains(red), "an empty NO_COLOR is unset");
+    assert!(
+        on_a_terminal(Some("")).contains(red),
+        "an empty NO_COLOR is unset"
+    );
     let plain = on_a_terminal(Some("1"));
     assert!(!plain.contains('\x1b'), "{plain:?}");
-    assert!(plain.contains("\n-Type=simple\n+Type=oneshot\n"), "{plain:?}");
+    assert!(
+        plain.contains("\n-Type=simple\n+Type=oneshot\n"),
+        "{plain:?}"
+    );
 }

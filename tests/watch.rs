@@ -445,7 +445,10 @@ fn it_says_what_it_watches_and_when_an_error_clears() {
         ),
         Duration::from_secs(5),
     );
-    write(&spec, &one.replace("    command", "    bogus: 1\n    command"));
+    write(
+        &spec,
+        &one.replace("    command", "    bogus: 1\n    command"),
+    );
     watch.wait_stderr("unknown key `bogus`", Duration::from_secs(10));
     assert!(!watch.stderr().contains("ok again"), "{}", watch.stderr());
     write(

@@ -8,7 +8,6 @@
 //! unitgen(1)) is one of [`pages`]; `tests/cli_messages.rs` renders each
 //! with groff and checks that.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -128,14 +127,13 @@ pub fn page(name: &str) -> Option<Vec<u8>> {
 fn render(cmd: &clap::Command, extra: &[u8], see_also: &[String]) -> Vec<u8> {
     let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
-    let sections: [fn(&clap_mangen::Man, &mut dyn Write) -> std::io::Result<()>; 4] = [
-        clap_mangen::Man::render_title,
-        clap_mangen::Man::render_name_section,
-        clap_mangen::Man::render_synopsis_section,
-        clap_mangen::Man::render_description_section,
-    ];
-    for section in sections {
-        section(&man, &mut out).expect("writing to memory");
+    for rendered in [
+        man.render_title(&mut out),
+        man.render_name_section(&mut out),
+        man.render_synopsis_section(&mut out),
+        man.render_description_section(&mut out),
+    ] {
+        rendered.expect("writing to memory");
     }
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {
         man.render_options_section(&mut out)

@@ -48,8 +48,8 @@ impl ValuesFile {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let raw: BTreeMap<String, serde_yaml::Value> =
-            serde_yaml::from_str(&text).map_err(|e| err(crate::diag::plain_serde(&e.to_string())))?;
+        let raw: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text)
+            .map_err(|e| err(crate::diag::plain_serde(&e.to_string())))?;
         let mut map = BTreeMap::new();
         for (key, value) in raw {
             let text = match value {
