@@ -40,15 +40,28 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Print only errors and warnings: no `ok` line, no `removed PATH`, no watch notes
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    // Listed after each command's own options (display_order).
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 1000
+    )]
     pub quiet: bool,
     /// Also print what helps debugging: the etcd endpoints and keys read (never a
     /// secret's value), timings, the files written
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 1001)]
     pub verbose: bool,
     /// Colour the `render --check` diff: auto (on a terminal, unless NO_COLOR is set),
     /// always, never
-    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        default_value = "auto",
+        display_order = 1002
+    )]
     pub color: clap::ColorChoice,
 }
 

@@ -127,8 +127,11 @@ pub fn page(name: &str) -> Option<Vec<u8>> {
 fn render(cmd: &clap::Command, extra: &[u8], see_also: &[String]) -> Vec<u8> {
     let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
+    man.render_title(&mut out).expect("writing to memory");
+    // No hyphenation, ragged right: names such as unitgen-runner and
+    // --etcd-endpoints must not be split or stretched.
+    out.extend_from_slice(b".nh\n.ad l\n");
     for rendered in [
-        man.render_title(&mut out),
         man.render_name_section(&mut out),
         man.render_synopsis_section(&mut out),
         man.render_description_section(&mut out),
