@@ -43,7 +43,10 @@ pub fn plan(args: &PlanArgs) -> Result<(), Error> {
     }
     if plan.actions.is_empty() {
         if !args.json {
-            eprintln!("nothing to do: {}", runs(backend.as_ref(), &desired, false));
+            crate::cmd::term::info(format_args!(
+                "nothing to do: {}",
+                runs(backend.as_ref(), &desired, false)
+            ));
         }
         return Ok(());
     }
