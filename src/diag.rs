@@ -267,9 +267,126 @@ pub fn head_and_cause(head: &str, source: Option<&(dyn std::error::Error + 'stat
     flat(&text, usize::MAX)
 }
 
+/// serde's words for a value of the wrong type or range, in the terms of
+/// a YAML (or JSON) file rather than Rust's: `expected u32` becomes
+/// `expected a whole number 0 or more`, `expected struct SpecOf` becomes
+/// `expected a map`, `unit value` becomes `null`. Anything else is kept
+/// as it is. A trailing ` at line L column C` (serde_yaml's and
+/// serde_json's) is kept.
+pub fn plain_serde(message: &str) -> String {
+    let (message, at) = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message.split_at(i),
+        _ => (message, ""),
+    };
+    if let Some(name) = message.strip_prefix("data did not match any variant of untagged enum ") {
+        let expected = match name {
+            "OneOrMany" => "one value or a list of them",
+            _ => "one of the forms this key allows (`unitgen schema` shows them)",
+        };
+        return format!("unexpected value, expected {expected}{at}");
+    }
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return format!("{message}{at}");
+    };
+    let out_of_range = head.starts_with("invalid value: integer");
+    let whole = |lo: &str, hi: &str| match out_of_range {
+        true => format!("a whole number from {lo} to {hi}"),
+        false if lo == "0" => "a whole number 0 or more".to_owned(),
+        false => "a whole number".to_owned(),
+    };
+    let plain = match expected {
+        "u8" => format!("a whole number from 0 to {}", u8::MAX),
+        "u16" => format!("a whole number from 0 to {}", u16::MAX),
+        "u32" => whole("0", &u32::MAX.to_string()),
+        "u64" | "usize" => whole("0", &u64::MAX.to_string()),
+        "i8" => format!("a whole number from {} to {}", i8::MIN, i8::MAX),
+        "i16" => format!("a whole number from {} to {}", i16::MIN, i16::MAX),
+        "i32" => whole(&i32::MIN.to_string(), &i32::MAX.to_string()),
+        "i64" | "isize" => whole(&i64::MIN.to_string(), &i64::MAX.to_string()),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "`true` or `false`".to_owned(),
+        "a sequence" | "tuple variant" => "a list".to_owned(),
+        "a map" | "struct variant" => "a map (`key: value` entries)".to_owned(),
+        "newtype variant" => "a value".to_owned(),
+        "a Value::Tagged enum" => "one of the names this key allows (a string)".to_owned(),
+        e if e.starts_with("struct ") => "a map (`key: value` entries)".to_owned(),
+        e if e.starts_with("enum ") => "one of the names this key allows (a string)".to_owned(),
+        e if e.starts_with("tuple struct ") || e.starts_with("a tuple") => "a list".to_owned(),
+        other => other.to_owned(),
+    };
+    // What was found, in YAML's words.
+    let head = match head.split_once(": ") {
+        Some((kind, found)) => {
+            let found = match found {
+                "unit value" => "null",
+                "sequence" => "a list",
+                "map" => "a map",
+                other => other,
+            };
+            format!("{kind}: {found}")
+        }
+        None => head.to_owned(),
+    };
+    format!("{head}, expected {plain}{at}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_speaks_yaml_not_rust() {
+        let cases = [
+            (
+                "invalid type: string \"x\", expected u32",
+                "invalid type: string \"x\", expected a whole number 0 or more",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+            ),
+            (
+                "invalid value: integer `300`, expected u8",
+                "invalid value: integer `300`, expected a whole number from 0 to 255",
+            ),
+            (
+                "invalid type: string \"x\", expected i64",
+                "invalid type: string \"x\", expected a whole number",
+            ),
+            (
+                "invalid type: string \"x\", expected f64",
+                "invalid type: string \"x\", expected a number",
+            ),
+            (
+                "invalid type: string \"maybe\", expected a boolean",
+                "invalid type: string \"maybe\", expected `true` or `false`",
+            ),
+            (
+                "invalid type: string \"x\", expected struct SpecOf",
+                "invalid type: string \"x\", expected a map (`key: value` entries)",
+            ),
+            (
+                "invalid type: unit value, expected a sequence",
+                "invalid type: null, expected a list",
+            ),
+            (
+                "invalid type: sequence, expected a map at line 1 column 1",
+                "invalid type: a list, expected a map (`key: value` entries) at line 1 column 1",
+            ),
+            (
+                "invalid type: integer `5`, expected a Value::Tagged enum",
+                "invalid type: integer `5`, expected one of the names this key allows (a string)",
+            ),
+            (
+                "data did not match any variant of untagged enum OneOrMany",
+                "unexpected value, expected one value or a list of them",
+            ),
+            ("missing field `method`", "missing field `method`"),
+        ];
+        for (serde, plain) in cases {
+            assert_eq!(plain_serde(serde), plain, "{serde}");
+        }
+    }
 
     #[test]
     fn key_paths_print_as_users_write_them() {

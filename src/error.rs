@@ -40,6 +40,10 @@ pub enum Error {
         lines: Vec<String>,
         detail: Vec<String>,
     },
+    /// Standard output was closed by its reader (`| head`): not reported;
+    /// the process ends as a SIGPIPE would end it (`cmd::term`).
+    #[error("standard output was closed")]
+    ClosedPipe,
     /// Already reported (on stdout or stderr); exit with this status.
     #[error("exit status {0}")]
     Silent(i32),
@@ -63,6 +67,8 @@ impl Error {
             Error::Etcd(_) => 1,
             Error::Io { .. } | Error::Output { .. } | Error::Drift(_) | Error::Template { .. } => 1,
             Error::Deploy { .. } => 1,
+            // What a shell shows for a process killed by SIGPIPE.
+            Error::ClosedPipe => 141,
         }
     }
 

@@ -80,9 +80,92 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 /// `--grpc-keepalive-min-time` (5s by default) with GOAWAY, so not less.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// Who connects: `unitgen`, configured by its flags, their
+/// `UNITGEN_ETCD_*` variables and the spec's `etcd:`; or `unitgen-runner`,
+/// configured by the flags its unit carries, which `unitgen render` wrote
+/// from the spec's `etcd.runner`. An error's advice names the settings of
+/// the one that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Caller {
+    #[default]
+    Generator,
+    Runner,
+}
+
+/// What an error tells the caller to check, in the caller's own terms.
+/// The one place that knows which flag, variable or spec key sets what.
+struct Advice {
+    /// After "etcd at X is unreachable (why); ".
+    unreachable: &'static str,
+    /// After "TLS handshake failed (why); ".
+    tls: &'static str,
+    /// After "authentication failed (why); ".
+    bad_credentials: &'static str,
+    /// etcd wants a user and none was given.
+    needs_auth: &'static str,
+    /// After "did not answer within T; ".
+    timeout: &'static str,
+    /// No endpoint at all.
+    no_endpoints: &'static str,
+    /// A user without a password: "set ...".
+    password: &'static str,
+    /// A password without a user: "set ...".
+    user: &'static str,
+    /// Only one of the client certificate and key.
+    cert_and_key: &'static str,
+}
+
+impl Caller {
+    fn advice(self) -> &'static Advice {
+        match self {
+            Caller::Generator => &Advice {
+                unreachable: "check that etcd runs there, or set the endpoints (--etcd-endpoints, \
+                              UNITGEN_ETCD_ENDPOINTS)",
+                tls: "check the CA (--etcd-ca-file) and the client certificate and key",
+                bad_credentials: "check the user and the password (UNITGEN_ETCD_PASSWORD or \
+                                  --etcd-password-file)",
+                needs_auth: "etcd requires authentication: set --etcd-user (UNITGEN_ETCD_USER) \
+                             and a password",
+                timeout: "check that etcd is healthy, or raise --etcd-timeout",
+                no_endpoints: "set `etcd.endpoints` in the spec, --etcd-endpoints, or \
+                               UNITGEN_ETCD_ENDPOINTS",
+                password: "UNITGEN_ETCD_PASSWORD or --etcd-password-file",
+                user: "--etcd-user or UNITGEN_ETCD_USER",
+                cert_and_key: "--etcd-cert-file and --etcd-key-file",
+            },
+            Caller::Runner => &Advice {
+                unreachable: "check that etcd runs there and that the job's container can reach \
+                              it; the unit's --etcd-endpoint comes from the spec's \
+                              `etcd.runner.endpoints`: correct it there and render the units \
+                              again",
+                tls: "check the CA (--etcd-ca-file, from the spec's `etcd.runner.tls.ca_file`) \
+                      and the client certificate and key (`etcd.runner.tls`)",
+                bad_credentials: "check the user (--etcd-user, from the spec's \
+                                  `etcd.runner.username`) and the password \
+                                  (--etcd-password-file, from `etcd.runner.password_file`, or \
+                                  UNITGEN_ETCD_PASSWORD)",
+                needs_auth: "etcd requires authentication: set `etcd.runner.username` and \
+                             `etcd.runner.password_file` in the spec (the unit's --etcd-user \
+                             and --etcd-password-file) and render the units again",
+                timeout: "check that etcd is healthy (the runner waits --etcd-timeout, 10s by \
+                          default)",
+                no_endpoints: "set `etcd.runner.endpoints` in the spec, which renders the \
+                               unit's --etcd-endpoint",
+                password: "--etcd-password-file (the spec's `etcd.runner.password_file`) or \
+                           UNITGEN_ETCD_PASSWORD",
+                user: "--etcd-user (the spec's `etcd.runner.username`)",
+                cert_and_key: "--etcd-cert-file and --etcd-key-file (the spec's \
+                               `etcd.runner.tls.cert_file` and `key_file`)",
+            },
+        }
+    }
+}
+
 /// Everything needed to reach etcd.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
+    /// Whose settings these are (for the advice in errors).
+    pub caller: Caller,
     pub endpoints: Vec<String>,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -127,20 +210,24 @@ pub fn password(file: Option<&Path>) -> Result<Option<SecretString>, EtcdError> 
 pub enum EtcdError {
     #[error("etcd settings: {0}")]
     Config(String),
-    #[error(
-        "etcd at {endpoints} is unreachable ({detail}); check that etcd runs there, or set the endpoints (--etcd-endpoints, UNITGEN_ETCD_ENDPOINTS)"
-    )]
-    Unreachable { endpoints: String, detail: String },
+    #[error("etcd at {endpoints} is unreachable ({detail}); {hint}")]
+    Unreachable {
+        endpoints: String,
+        detail: String,
+        hint: &'static str,
+    },
     /// Members answer, but none has a leader: fewer than a majority of the
     /// cluster is up and connected, so etcd can serve nothing.
     #[error(
         "etcd at {endpoints} has no leader, so no quorum of its members is up and connected ({detail}); start the members that are down, or reconnect them to the others"
     )]
     NoQuorum { endpoints: String, detail: String },
-    #[error(
-        "etcd at {endpoints}: TLS handshake failed ({detail}); check the CA (--etcd-ca-file) and the client certificate and key"
-    )]
-    Tls { endpoints: String, detail: String },
+    #[error("etcd at {endpoints}: TLS handshake failed ({detail}); {hint}")]
+    Tls {
+        endpoints: String,
+        detail: String,
+        hint: &'static str,
+    },
     #[error("etcd at {endpoints}: authentication failed{who} ({detail}); {hint}")]
     Auth {
         endpoints: String,
@@ -152,12 +239,11 @@ pub enum EtcdError {
         "etcd at {endpoints}: permission denied reading `{key}`; grant the user read access to it"
     )]
     PermissionDenied { endpoints: String, key: String },
-    #[error(
-        "etcd at {endpoints} did not answer within {timeout:?}; check that etcd is healthy, or raise --etcd-timeout"
-    )]
+    #[error("etcd at {endpoints} did not answer within {}; {hint}", span(.timeout))]
     Timeout {
         endpoints: String,
         timeout: Duration,
+        hint: &'static str,
     },
     #[error("etcd at {endpoints}: {detail}")]
     Other { endpoints: String, detail: String },
@@ -167,6 +253,11 @@ pub enum EtcdError {
     NotUtf8 { key: String },
     #[error("etcd key `{key}` was compacted away at revision {revision}")]
     Compacted { key: String, revision: i64 },
+}
+
+/// A timeout as users write one: `5s`, `600ms`, `1.5s`.
+fn span(d: &Duration) -> String {
+    format!("{d:?}")
 }
 
 impl EtcdError {
@@ -255,6 +346,7 @@ struct Shared {
     endpoints: String,
     user: Option<String>,
     timeout: Duration,
+    caller: Caller,
 }
 
 /// A client for every configured member. Cheap to clone; clones share the
@@ -310,10 +402,12 @@ impl Etcd {
     /// sent yet: a member that is down shows up on the first request, which
     /// then goes to another member.
     pub async fn connect(settings: &Settings) -> Result<Etcd, EtcdError> {
+        let advice = settings.caller.advice();
         if settings.endpoints.is_empty() {
-            return Err(EtcdError::Config(
-                "no endpoints; set `etcd.endpoints` in the spec, --etcd-endpoints, or UNITGEN_ETCD_ENDPOINTS".into(),
-            ));
+            return Err(EtcdError::Config(format!(
+                "no endpoints; {}",
+                advice.no_endpoints
+            )));
         }
         let timeout = settings.timeout();
         let mut options = ConnectOptions::new()
@@ -331,7 +425,7 @@ impl Etcd {
                     "TLS files are set, but endpoint `{e}` is http://; use https://"
                 )));
             }
-            options = options.with_tls(tls_options(settings)?);
+            options = options.with_tls(tls_options(settings, advice)?);
         }
         match (&settings.user, &settings.password) {
             (Some(user), Some(password)) => {
@@ -342,13 +436,15 @@ impl Etcd {
             }
             (Some(user), None) => {
                 return Err(EtcdError::Config(format!(
-                    "user `{user}` has no password; set UNITGEN_ETCD_PASSWORD or --etcd-password-file"
+                    "user `{user}` has no password; set {}",
+                    advice.password
                 )));
             }
             (None, Some(_)) => {
-                return Err(EtcdError::Config(
-                    "a password is set but no user; set --etcd-user or UNITGEN_ETCD_USER".into(),
-                ));
+                return Err(EtcdError::Config(format!(
+                    "a password is set but no user; set {}",
+                    advice.user
+                )));
             }
             (None, None) => {}
         }
@@ -368,6 +464,7 @@ impl Etcd {
                 endpoints: settings.endpoints_text(),
                 user: settings.user.clone(),
                 timeout,
+                caller: settings.caller,
             }),
         })
     }
@@ -669,7 +766,7 @@ impl Etcd {
                     endpoints,
                     who,
                     detail: message,
-                    hint: "check the user and the password (UNITGEN_ETCD_PASSWORD or --etcd-password-file)",
+                    hint: s.caller.advice().bad_credentials,
                 })
             }
             Code::Unauthenticated | Code::InvalidArgument
@@ -679,7 +776,7 @@ impl Etcd {
                     endpoints,
                     who,
                     detail: message,
-                    hint: "etcd requires authentication: set --etcd-user (UNITGEN_ETCD_USER) and a password",
+                    hint: s.caller.advice().needs_auth,
                 })
             }
             Code::PermissionDenied => Failure::Final(EtcdError::PermissionDenied {
@@ -722,7 +819,7 @@ impl Etcd {
             .filter_map(|(m, f)| Some((m.endpoint.as_str(), f.as_ref()?)))
             .collect();
         let untried = asked.iter().filter(|a| !**a).count();
-        failure_message(&s.endpoints, &tried, untried, s.timeout)
+        failure_message(&s.endpoints, &tried, untried, s.timeout, s.caller)
     }
 }
 
@@ -735,19 +832,27 @@ fn failure_message(
     tried: &[(&str, &Fault)],
     untried: usize,
     timeout: Duration,
+    caller: Caller,
 ) -> EtcdError {
     let endpoints = endpoints.to_owned();
+    let advice = caller.advice();
     if let ([(_, fault)], 0) = (tried, untried) {
         return match fault {
             Fault::Unreachable(why) => EtcdError::Unreachable {
                 endpoints,
                 detail: why.clone(),
+                hint: advice.unreachable,
             },
             Fault::Tls(why) => EtcdError::Tls {
                 endpoints,
                 detail: why.clone(),
+                hint: advice.tls,
             },
-            Fault::Timeout => EtcdError::Timeout { endpoints, timeout },
+            Fault::Timeout => EtcdError::Timeout {
+                endpoints,
+                timeout,
+                hint: advice.timeout,
+            },
             Fault::NoLeader(why) => EtcdError::NoQuorum {
                 endpoints,
                 detail: format!("the member answered `{why}`"),
@@ -775,14 +880,26 @@ fn failure_message(
     if tried.iter().any(|(_, f)| matches!(f, Fault::NoLeader(_))) {
         EtcdError::NoQuorum { endpoints, detail }
     } else if all(|f| *f == Fault::Timeout) {
-        EtcdError::Timeout { endpoints, timeout }
+        EtcdError::Timeout {
+            endpoints,
+            timeout,
+            hint: advice.timeout,
+        }
     } else if all(|f| matches!(f, Fault::Tls(_))) {
-        EtcdError::Tls { endpoints, detail }
+        EtcdError::Tls {
+            endpoints,
+            detail,
+            hint: advice.tls,
+        }
     } else if all(|f| matches!(f, Fault::Busy(_))) {
         detail.insert_str(0, "no member could serve the request; ");
         EtcdError::Other { endpoints, detail }
     } else {
-        EtcdError::Unreachable { endpoints, detail }
+        EtcdError::Unreachable {
+            endpoints,
+            detail,
+            hint: advice.unreachable,
+        }
     }
 }
 
@@ -791,7 +908,7 @@ fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, EtcdError> {
         .map_err(|e| EtcdError::Config(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
-fn tls_options(settings: &Settings) -> Result<TlsOptions, EtcdError> {
+fn tls_options(settings: &Settings, advice: &Advice) -> Result<TlsOptions, EtcdError> {
     let mut tls = TlsOptions::new();
     if let Some(ca) = &settings.ca_file {
         tls = tls.ca_certificate(Certificate::from_pem(read_file("CA file", ca)?));
@@ -805,17 +922,20 @@ fn tls_options(settings: &Settings) -> Result<TlsOptions, EtcdError> {
         }
         (None, None) => {}
         _ => {
-            return Err(EtcdError::Config(
-                "a client certificate needs both --etcd-cert-file and --etcd-key-file".into(),
-            ));
+            return Err(EtcdError::Config(format!(
+                "a client certificate needs both {}",
+                advice.cert_and_key
+            )));
         }
     }
     Ok(tls)
 }
 
 /// What went wrong, in one line: tonic's message (or the error itself)
-/// and the innermost cause.
-fn reason(e: &etcd_client::Error) -> String {
+/// and the innermost cause; never tonic's or hyper's debug text (tonic's
+/// `Display` of a status shows its source with `{:?}`). For every
+/// etcd_client error shown to a user.
+pub fn reason(e: &etcd_client::Error) -> String {
     use std::error::Error as _;
     match e {
         etcd_client::Error::GRpcStatus(s) => crate::diag::head_and_cause(s.message(), s.source()),
@@ -831,6 +951,7 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(1);
+    const G: Caller = Caller::Generator;
 
     fn refused() -> Fault {
         Fault::Unreachable("tcp connect error: Connection refused (os error 111)".into())
@@ -842,24 +963,97 @@ mod tests {
 
     #[test]
     fn one_member_keeps_its_own_wording() {
-        let e = failure_message("http://a", &[("http://a", &refused())], 0, T);
+        let e = failure_message("http://a", &[("http://a", &refused())], 0, T, G);
         assert_eq!(
             e.to_string(),
             "etcd at http://a is unreachable (tcp connect error: Connection refused (os error 111)); \
              check that etcd runs there, or set the endpoints (--etcd-endpoints, UNITGEN_ETCD_ENDPOINTS)"
         );
-        let e = failure_message("http://a", &[("http://a", &Fault::Timeout)], 0, T);
+        let e = failure_message("http://a", &[("http://a", &Fault::Timeout)], 0, T, G);
         assert_eq!(
             e.to_string(),
             "etcd at http://a did not answer within 1s; check that etcd is healthy, or raise --etcd-timeout"
         );
-        let e = failure_message("http://a", &[("http://a", &no_leader())], 0, T);
+        let e = failure_message("http://a", &[("http://a", &no_leader())], 0, T, G);
         assert_eq!(
             e.to_string(),
             "etcd at http://a has no leader, so no quorum of its members is up and connected \
              (the member answered `etcdserver: no leader`); start the members that are down, \
              or reconnect them to the others"
         );
+    }
+
+    /// tonic's `Display` of a status shows its source with `{:?}`
+    /// (`source: hyper::Error(Body, ...)`): what users see goes through
+    /// `reason`, which never does.
+    #[test]
+    fn an_etcd_client_error_is_said_without_debug_text() {
+        #[derive(Debug)]
+        struct Hyperish;
+        impl std::fmt::Display for Hyperish {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl std::error::Error for Hyperish {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*IO)
+            }
+        }
+        static IO: std::sync::LazyLock<std::io::Error> = std::sync::LazyLock::new(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )
+        });
+        let status = tonic::Status::from_error(Box::new(Hyperish));
+        let e = etcd_client::Error::GRpcStatus(status);
+        assert!(e.to_string().contains("Hyperish"), "tonic's own: {e}");
+        assert_eq!(
+            reason(&e),
+            "error reading a body from connection: connection reset by peer"
+        );
+    }
+
+    #[test]
+    fn the_runner_is_told_its_own_flags_and_spec_keys() {
+        let e = failure_message(
+            "http://a",
+            &[("http://a", &refused())],
+            0,
+            T,
+            Caller::Runner,
+        );
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a is unreachable (tcp connect error: Connection refused (os error \
+             111)); check that etcd runs there and that the job's container can reach it; the \
+             unit's --etcd-endpoint comes from the spec's `etcd.runner.endpoints`: correct it \
+             there and render the units again"
+        );
+        let a = Caller::Runner.advice();
+        for text in [
+            a.unreachable,
+            a.tls,
+            a.bad_credentials,
+            a.needs_auth,
+            a.timeout,
+            a.no_endpoints,
+            a.password,
+            a.user,
+            a.cert_and_key,
+        ] {
+            for generator_only in [
+                "--etcd-endpoints",
+                "UNITGEN_ETCD_ENDPOINTS",
+                "UNITGEN_ETCD_USER",
+                "`etcd.endpoints`",
+                "`etcd.username`",
+                "`etcd.tls",
+            ] {
+                assert!(!text.contains(generator_only), "{text}");
+            }
+        }
     }
 
     #[test]
@@ -873,6 +1067,7 @@ mod tests {
             ],
             0,
             T,
+            G,
         );
         assert!(matches!(e, EtcdError::NoQuorum { .. }));
         assert_eq!(
@@ -893,6 +1088,7 @@ mod tests {
             &[("http://a", &refused()), ("http://b", &Fault::Timeout)],
             0,
             T,
+            G,
         );
         assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains(
@@ -904,18 +1100,25 @@ mod tests {
             &[("http://a", &Fault::Timeout), ("http://b", &Fault::Timeout)],
             0,
             T,
+            G,
         );
         assert_eq!(
             e.to_string(),
             "etcd at http://a,http://b did not answer within 1s; check that etcd is healthy, or raise --etcd-timeout"
         );
         let tls = Fault::Tls("invalid peer certificate: UnknownIssuer".into());
-        let e = failure_message(two, &[("http://a", &tls), ("http://b", &tls)], 0, T);
+        let e = failure_message(two, &[("http://a", &tls), ("http://b", &tls)], 0, T, G);
         assert!(matches!(e, EtcdError::Tls { .. }), "{e}");
         let busy = Fault::Busy("etcdserver: leader changed".into());
-        let e = failure_message(two, &[("http://a", &busy), ("http://b", &refused())], 0, T);
+        let e = failure_message(
+            two,
+            &[("http://a", &busy), ("http://b", &refused())],
+            0,
+            T,
+            G,
+        );
         assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
-        let e = failure_message(two, &[("http://a", &busy), ("http://b", &busy)], 0, T);
+        let e = failure_message(two, &[("http://a", &busy), ("http://b", &busy)], 0, T, G);
         assert!(
             e.to_string()
                 .starts_with("etcd at http://a,http://b: no member could serve the request; "),
@@ -927,6 +1130,7 @@ mod tests {
             &[("http://a", &Fault::Timeout), ("http://b", &refused())],
             1,
             T,
+            G,
         );
         assert!(
             e.to_string()
@@ -940,6 +1144,7 @@ mod tests {
         let unavailable = EtcdError::Unreachable {
             endpoints: "e".into(),
             detail: "d".into(),
+            hint: "h",
         };
         assert!(unavailable.is_unavailable());
         assert!(!EtcdError::Missing { key: "/k".into() }.is_unavailable());
@@ -953,7 +1158,8 @@ mod tests {
         assert!(
             !EtcdError::Tls {
                 endpoints: "e".into(),
-                detail: "d".into()
+                detail: "d".into(),
+                hint: "h",
             }
             .is_unavailable()
         );

@@ -59,7 +59,7 @@ fn wrong_type() {
     assert_fails(
         tmp.path(),
         "version: 1\njobs:\n  b:\n    schedule: daily\n    timer: { persistent: maybe }\n    command: [/usr/bin/true]\n",
-        "error: unitgen.yaml:5:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected a boolean\n",
+        "error: unitgen.yaml:5:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected `true` or `false`\n",
     );
 }
 
@@ -148,7 +148,7 @@ jobs:
 ",
         "error: unitgen.yaml:5:14: jobs.a.timeout: `10 parsecs` is not a time span: unknown unit at `parsecs` (use us, ms, s, min, h, d, w, M, y)
 error: unitgen.yaml:6:15: jobs.a.command[0]: `true` must be an absolute path (starting with `/`)
-error: unitgen.yaml:9:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected a boolean
+error: unitgen.yaml:9:26: jobs.b.timer.persistent: invalid type: string \"maybe\", expected `true` or `false`
 error: unitgen.yaml:15:62: jobs.c.steps[0].rpc.password: a secret cannot be written in the spec; store it in etcd (`etcdctl put /some/key VALUE`) and write `{ etcd: /some/key }`
 ",
     );

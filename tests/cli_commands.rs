@@ -672,7 +672,7 @@ fn the_new_commands_are_documented_with_examples() {
         ),
         (
             &["list", "--help"],
-            "\n  unitgen list --values ci-values.yaml    Also compare the jobs that need etcd values\n",
+            "\n  unitgen list --values ci-values.yaml    Also compare jobs that need etcd\n",
         ),
         (
             &["init", "--help"],
@@ -680,23 +680,23 @@ fn the_new_commands_are_documented_with_examples() {
         ),
         (
             &["validate", "--help"],
-            "\n  unitgen validate --offline              No etcd: every other rule; lists the keys it reads\n",
+            "\n  unitgen validate --offline              No etcd; lists the keys it reads\n",
         ),
         (
             &["validate", "--help"],
-            "\n  unitgen validate --format json          One JSON object per problem, for CI annotations\n",
+            "\n  unitgen validate --format json          A JSON object per problem, for CI\n",
         ),
         (
             &["render", "--help"],
-            "\n  unitgen render --check --format json    One JSON object per stale, missing or extra file\n",
+            "\n  unitgen render --check --format json    One JSON object per stale file\n",
         ),
         (
             &["--help"],
-            "\n  unitgen list                           Every job, its next run, whether ./units is current\n",
+            "\n  unitgen list                            Each job, its next run, ./units state\n",
         ),
         (
             &["--help"],
-            "\n  unitgen init                           Write a commented starter spec\n",
+            "\n  unitgen init                            Write a commented starter spec\n",
         ),
     ] {
         let r = run(unitgen().args(cmd));

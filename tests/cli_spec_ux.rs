@@ -180,12 +180,14 @@ error: unitgen.yaml:7:15: jobs.b.schedule: invalid calendar expression `Mon,Tuz 
 error: unitgen.yaml:10:15: jobs.c.schedule: invalid calendar expression `*-*-* 25:00`: hour 25 is out of range 0..23; see \"Calendar Events\" in `man systemd.time`
 ",
     );
+    // `unitgen schedule` says it on stderr, as an error (issue 14).
     let r = run(unitgen().args(["schedule", "daly"]));
     assert_eq!(
-        (r.status, r.stdout.as_str()),
+        (r.status, r.stdout.as_str(), r.stderr.as_str()),
         (
             2,
-            "invalid calendar expression `daly`: unknown weekday or shorthand `daly` (did you mean `daily`?)\n"
+            "",
+            "error: invalid calendar expression `daly`: unknown weekday or shorthand `daly` (did you mean `daily`?)\n"
         )
     );
 }

@@ -628,7 +628,8 @@ fn cron_rejects_with_clear_errors() {
 
 fn report(args: &ScheduleArgs) -> (bool, String) {
     let mut out = Vec::new();
-    let ok = run(args, &mut out).expect("report");
+    let mut errors: Vec<String> = Vec::new();
+    let ok = run(args, &mut out, &mut errors).expect("report");
     (ok, String::from_utf8(out).unwrap())
 }
 

@@ -306,6 +306,15 @@ fn a_deleted_key_is_an_error_and_the_last_good_units_stay() {
     let (etcd, dir) = setup(2);
     let watch = Watch::start(dir.path(), &[]);
     watch.batch(Duration::from_secs(5));
+    // It says what it watches (issue 14): 2 volumes and the AWS keys.
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: watching {} and 4 etcd key(s) under /aws/, /vol/ at {}\n",
+            dir.path().join("unitgen.yaml").display(),
+            etcd.endpoint()
+        ),
+        Duration::from_secs(5),
+    );
     let before = read_tree(&dir.path().join("units"));
 
     etcd.del("/vol/1");
@@ -320,6 +329,14 @@ fn a_deleted_key_is_an_error_and_the_last_good_units_stay() {
     etcd.put("/vol/1", "vol-0eeeeeeeeeeeeeeee");
     let job1 = dir.path().join("units/job1.service").display().to_string();
     assert_eq!(watch.batch(Duration::from_secs(10)), vec![job1]);
+    // ... and says so.
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: ok again, 4 unit(s) in {}\n",
+            dir.path().join("units").display()
+        ),
+        Duration::from_secs(5),
+    );
     assert_eq!(watch.stop(), 0);
 }
 
@@ -407,6 +424,85 @@ fn the_hook_tells_removed_units_from_rewritten_ones() {
             units(&["job0.service", "job0.timer"]).join(" "),
             units(&["job2.service", "job2.timer"]).join(" ")
         )
+    );
+    assert_eq!(watch.stop(), 0);
+}
+
+// What the watch says (issue 14): what it watches, which input changed,
+// and when an error has cleared. No etcd needed.
+
+#[test]
+fn it_says_what_it_watches_and_when_an_error_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("unitgen.yaml");
+    let one = "version: 1\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/true]\n";
+    write(&spec, one);
+    let watch = Watch::start(dir.path(), &[]);
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: no etcd references: watching the spec only ({})\n",
+            spec.display()
+        ),
+        Duration::from_secs(5),
+    );
+    write(
+        &spec,
+        &one.replace("    command", "    bogus: 1\n    command"),
+    );
+    watch.wait_stderr("unknown key `bogus`", Duration::from_secs(10));
+    assert!(!watch.stderr().contains("ok again"), "{}", watch.stderr());
+    write(
+        &spec,
+        &format!("{one}  b:\n    schedule: weekly\n    command: [/usr/bin/true]\n"),
+    );
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: ok again, 4 unit(s) in {}\n",
+            dir.path().join("units").display()
+        ),
+        Duration::from_secs(10),
+    );
+    assert!(dir.path().join("units/b.timer").exists());
+    assert_eq!(watch.stop(), 0);
+}
+
+#[test]
+fn it_says_the_values_file_changed_not_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("unitgen.yaml");
+    let values = dir.path().join("values.yaml");
+    write(
+        &spec,
+        "version: 1\njobs:\n  a:\n    schedule: daily\n    command: [/usr/bin/echo, { etcd: /app/greeting }]\n",
+    );
+    write(&values, "/app/greeting: hello\n");
+    let watch = Watch::start(dir.path(), &["--values", values.to_str().unwrap()]);
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: watching {} and the values file {}, which stands in for 1 etcd key(s) under /app/\n",
+            spec.display(),
+            values.display()
+        ),
+        Duration::from_secs(5),
+    );
+    assert_eq!(watch.batch(Duration::from_secs(5)).len(), 2);
+    write(&values, "/app/greeting: bonjour\n");
+    watch.wait_stderr(
+        &format!(
+            "unitgen watch: the values file {} changed; rendering again\n",
+            values.display()
+        ),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        watch.batch(Duration::from_secs(10)),
+        vec![dir.path().join("units/a.service").display().to_string()]
+    );
+    assert!(unit(dir.path(), "a.service").contains("bonjour"));
+    assert!(
+        !watch.stderr().contains("unitgen.yaml changed"),
+        "{}",
+        watch.stderr()
     );
     assert_eq!(watch.stop(), 0);
 }

@@ -4,18 +4,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The help heading of the etcd connection flags.
+pub const ETCD_HEADING: &str = "etcd";
+/// The help heading of the deploy flags (`plan`, `apply`, `watch --apply`).
+pub const DEPLOY_HEADING: &str = "Deploying";
+
+// Example lines stay within 79 columns, so that clap, which wraps help at
+// the terminal's width, never breaks one on an 80-column terminal (a
+// test checks): a longer command continues on the next line with `\`.
 const EXAMPLES: &str = "\
 Examples:
-  unitgen render                         Render ./unitgen.yaml into ./units
-  unitgen render --check                 Exit 1 with a diff if ./units is stale (for CI)
-  unitgen render | xargs fleetctl submit Submit every rendered unit to fleet
-  unitgen validate -f ops/unitgen.yaml   Report every problem in a spec
-  unitgen list                           Every job, its next run, whether ./units is current
-  unitgen init                           Write a commented starter spec
-  unitgen watch --exec 'fleetctl start \"$@\"'  Re-render when etcd values change
-  unitgen plan                           What apply would do; exit 1 when anything
-  unitgen apply                          Make fleet (or the host) run the rendered units
-  unitgen schedule --cron '15 0 * * *'   Show the OnCalendar form and next run";
+  unitgen render                          Render ./unitgen.yaml into ./units
+  unitgen render --check                  Exit 1 and a diff if ./units is stale
+  unitgen render | xargs fleetctl submit  Submit every rendered unit to fleet
+  unitgen validate -f ops/unitgen.yaml    Report every problem in a spec
+  unitgen list                            Each job, its next run, ./units state
+  unitgen init                            Write a commented starter spec
+  unitgen watch --exec ./on-change.sh     Re-render when etcd values change
+  unitgen plan                            What apply would do; exit 1 if any
+  unitgen apply                           Make fleet (or a host) run ./units
+  unitgen schedule --cron '15 0 * * *'    Show the OnCalendar form, next run
+  unitgen man render | man -l -           Read the manual of `render`";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +41,30 @@ error or invalid spec.",
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print only errors and warnings: no `ok` line, no `removed PATH`, no watch notes
+    // Listed after each command's own options (display_order).
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 1000
+    )]
+    pub quiet: bool,
+    /// Also print what helps debugging: the etcd endpoints and keys read (never a
+    /// secret's value), timings, the files written
+    #[arg(short, long, global = true, display_order = 1001)]
+    pub verbose: bool,
+    /// Colour the `render --check` diff: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        default_value = "auto",
+        display_order = 1002
+    )]
+    pub color: clap::ColorChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,19 +73,20 @@ pub enum Command {
     #[command(after_help = "\
 Examples:
   unitgen render
-  unitgen render -f examples/bitcoind-wallet/unitgen.yaml --values examples/bitcoind-wallet/values.yaml -o units/bitcoind-wallet
-  unitgen render --stdout                 Print the units instead of writing them
-  unitgen render --check                  Exit 1 with a unified diff when ./units is stale
-  unitgen render | xargs fleetctl submit  Paths are printed service first, then timer
-  unitgen render --check --format json    One JSON object per stale, missing or extra file")]
+  unitgen render -f examples/bitcoind-wallet/unitgen.yaml \\
+    --values examples/bitcoind-wallet/values.yaml -o units/bitcoind-wallet
+  unitgen render --stdout                 Print the units, write nothing
+  unitgen render --check                  Exit 1 and a diff if ./units is stale
+  unitgen render | xargs fleetctl submit  Paths: each service, then its timer
+  unitgen render --check --format json    One JSON object per stale file")]
     Render(RenderArgs),
     /// Report every problem in the spec; write nothing
     #[command(after_help = "\
 Examples:
   unitgen validate
   unitgen validate -f ops/unitgen.yaml --values ci-values.yaml
-  unitgen validate --offline              No etcd: every other rule; lists the keys it reads
-  unitgen validate --format json          One JSON object per problem, for CI annotations
+  unitgen validate --offline              No etcd; lists the keys it reads
+  unitgen validate --format json          A JSON object per problem, for CI
 
 With --format json (or --json), each problem is one line on stdout: {\"file\", \"line\",
 \"column\", \"path\" (the key path), \"kind\", \"message\", \"hint\" (a suggested
@@ -86,8 +120,9 @@ Examples:
 Examples:
   unitgen watch -o units
   unitgen watch --exec 'fleetctl destroy \"$@\" && fleetctl start \"$@\"'
-  UNITGEN_ETCD_PASSWORD_FILE=/etc/unitgen/etcd.pw unitgen watch --etcd-user unitgen
-  unitgen watch --apply                   Deploy each change as `unitgen apply` would
+  UNITGEN_ETCD_PASSWORD_FILE=/etc/unitgen/etcd.pw \\
+    unitgen watch --etcd-user unitgen
+  unitgen watch --apply                   Deploy each change as `unitgen apply`
 
 Each batch of changes prints the rewritten unit paths, one per line, and runs --exec once
 with them as arguments (\"$@\"); units of jobs removed from the spec are deleted, reported
@@ -104,8 +139,8 @@ batch.")]
     /// Show what `apply` would change on the fleet cluster or systemd host
     #[command(after_help = "\
 Examples:
-  unitgen plan                            One action per line; exit 0: nothing to do, 1: actions
-  unitgen plan --target systemd --json    The same for tools
+  unitgen plan                            One action per line; exit 1 if any
+  unitgen plan --target systemd --json    The same, for tools
   FLEETCTL_DRIVER=etcd FLEETCTL_ENDPOINT=http://10.0.0.1:2379 unitgen plan
 
 Renders the spec in memory (nothing is written) and compares it with what fleet (through
@@ -115,9 +150,10 @@ fleetctl) or the host runs, and with the record of what `unitgen apply` deployed
     /// Make the fleet cluster or systemd host run exactly the rendered units
     #[command(after_help = "\
 Examples:
-  unitgen apply                           fleetctl from PATH, connected by its environment
-  unitgen apply --fleetctl-arg=--driver=etcd --fleetctl-arg=--endpoint=http://10.0.0.1:2379
-  unitgen apply --target systemd          Into /etc/systemd/system, then systemctl
+  unitgen apply                           fleetctl from PATH, as its env says
+  unitgen apply --fleetctl-arg=--driver=etcd \\
+    --fleetctl-arg=--endpoint=http://10.0.0.1:2379
+  unitgen apply --target systemd          Into /etc/systemd/system, systemctl
   unitgen apply --target systemd --root /mnt/image   Offline, for an image
 
 Renders the spec into DIR (as `unitgen render`), then runs `unitgen plan`'s actions one by
@@ -139,12 +175,16 @@ Examples:
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
+    /// Print a man page (roff): unitgen(1), one per command, unitgen-runner(1)
     #[command(after_help = "\
 Examples:
-  unitgen man > /usr/local/share/man/man1/unitgen.1
-  unitgen man | man -l -")]
-    Man,
+  unitgen man | man -l -
+  unitgen man render | man -l -
+  unitgen man --all /usr/local/share/man/man1
+
+Pages: unitgen, one per command (unitgen-render, ...), unitgen-runner and
+unitgen-runner-notify; PAGE may be given with or without its `unitgen-` prefix.")]
+    Man(ManArgs),
     /// Print the spec's JSON Schema, for editors
     #[command(after_help = "\
 Examples:
@@ -152,6 +192,16 @@ Examples:
   # then, first line of unitgen.yaml for yaml-language-server:
   # yaml-language-server: $schema=./unitgen.schema.json")]
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page to print [default: unitgen]
+    #[arg(value_name = "PAGE", conflicts_with = "all")]
+    pub page: Option<String>,
+    /// Write every page into DIR (unitgen.1, unitgen-render.1, ..., unitgen-runner.1)
+    #[arg(long, value_name = "DIR")]
+    pub all: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,35 +248,42 @@ pub struct SpecArgs {
 /// How `unitgen` reaches etcd; each overrides the spec's `etcd:` section.
 /// The password is never a flag (it would show in `ps`): it comes from
 /// `UNITGEN_ETCD_PASSWORD` or a file.
+///
+/// Each argument names its heading itself: a `next_help_heading` here
+/// would also put every option declared after the flatten (`-o`,
+/// `--check`, ...) under "etcd".
 #[derive(Debug, Args, Default)]
-#[command(next_help_heading = "etcd")]
 pub struct EtcdArgs {
-    /// etcd endpoints, comma-separated (default: the spec's `etcd.endpoints`)
+    /// etcd endpoints, comma-separated [env: UNITGEN_ETCD_ENDPOINTS] (default: the
+    /// spec's `etcd.endpoints`)
+    // Not clap's `env`: clap would count the variable as the flag, and
+    // refuse `--values` whenever it is exported; `cmd::settings` reads it,
+    // and only when `--values` is not given.
     #[arg(
         long,
         value_name = "URLS",
-        env = "UNITGEN_ETCD_ENDPOINTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = ETCD_HEADING
     )]
     pub etcd_endpoints: Vec<String>,
     /// CA certificate (PEM) for https:// endpoints
-    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CA_FILE")]
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CA_FILE", help_heading = ETCD_HEADING)]
     pub etcd_ca_file: Option<PathBuf>,
     /// Client certificate (PEM)
-    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CERT_FILE")]
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_CERT_FILE", help_heading = ETCD_HEADING)]
     pub etcd_cert_file: Option<PathBuf>,
     /// Client key (PEM)
-    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_KEY_FILE")]
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_KEY_FILE", help_heading = ETCD_HEADING)]
     pub etcd_key_file: Option<PathBuf>,
     /// User for etcd authentication; the password comes from
     /// UNITGEN_ETCD_PASSWORD or --etcd-password-file
-    #[arg(long, value_name = "USER", env = "UNITGEN_ETCD_USER")]
+    #[arg(long, value_name = "USER", env = "UNITGEN_ETCD_USER", help_heading = ETCD_HEADING)]
     pub etcd_user: Option<String>,
     /// File holding the etcd password
-    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_PASSWORD_FILE")]
+    #[arg(long, value_name = "FILE", env = "UNITGEN_ETCD_PASSWORD_FILE", help_heading = ETCD_HEADING)]
     pub etcd_password_file: Option<PathBuf>,
     /// Connect and request timeout, e.g. `5s`
-    #[arg(long, value_name = "SPAN", env = "UNITGEN_ETCD_TIMEOUT")]
+    #[arg(long, value_name = "SPAN", env = "UNITGEN_ETCD_TIMEOUT", help_heading = ETCD_HEADING)]
     pub etcd_timeout: Option<String>,
 }
 
@@ -250,7 +307,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SPAN", default_value = "200ms")]
     pub debounce: String,
     /// Deploy each change to fleet or the host, as `unitgen apply` does
-    #[arg(long, help_heading = "Deploying")]
+    #[arg(long, help_heading = DEPLOY_HEADING)]
     pub apply: bool,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -267,35 +324,55 @@ pub enum TargetArg {
     Systemd,
 }
 
+/// Each argument names its heading (see [`EtcdArgs`]).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Deploying")]
 pub struct TargetArgs {
     /// Deploy the jobs with this target [default: the one every job of the spec has]
-    #[arg(long, value_enum, value_name = "TARGET")]
+    #[arg(long, value_enum, value_name = "TARGET", help_heading = DEPLOY_HEADING)]
     pub target: Option<TargetArg>,
     /// The fleetctl to run; it connects as its environment says
     /// (FLEETCTL_ENDPOINT, FLEETCTL_DRIVER, ...)
-    #[arg(long, value_name = "PATH", default_value = "fleetctl")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "fleetctl",
+        help_heading = DEPLOY_HEADING
+    )]
     pub fleetctl: PathBuf,
     /// A global flag for every fleetctl call, e.g. `--fleetctl-arg=--driver=etcd` (repeatable)
-    #[arg(long = "fleetctl-arg", value_name = "ARG", allow_hyphen_values = true)]
+    #[arg(
+        long = "fleetctl-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = DEPLOY_HEADING
+    )]
     pub fleetctl_args: Vec<String>,
     /// systemd: deploy into the image whose root is DIR (DIR/etc/systemd/system), offline:
     /// only `systemctl --root=DIR enable/disable`
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = DEPLOY_HEADING)]
     pub root: Option<PathBuf>,
 }
 
+/// Each argument names its heading (see [`EtcdArgs`]).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Deploying")]
 pub struct WaitArgs {
     /// How long fleet or systemd may take to report a unit's state; `0` triggers and does
     /// not wait (fleetctl --no-block, systemctl --no-block)
-    #[arg(long, value_name = "SPAN", default_value = "1min")]
+    #[arg(
+        long,
+        value_name = "SPAN",
+        default_value = "1min",
+        help_heading = DEPLOY_HEADING
+    )]
     pub wait: String,
     /// How long a running backup may take to finish before its service is replaced or
     /// destroyed; after that the apply fails, naming the busy unit
-    #[arg(long, value_name = "SPAN", default_value = "10min")]
+    #[arg(
+        long,
+        value_name = "SPAN",
+        default_value = "10min",
+        help_heading = DEPLOY_HEADING
+    )]
     pub wait_idle: String,
 }
 
@@ -312,7 +389,6 @@ pub struct PlanArgs {
     /// One JSON object: the target, the actions and the notes
     #[arg(long)]
     pub json: bool,
-    // After the plain options: its etcd flags set a help heading.
     #[command(flatten)]
     pub spec: SpecArgs,
     #[command(flatten)]
@@ -329,7 +405,6 @@ pub struct ApplyArgs {
         default_value = "units"
     )]
     pub output: PathBuf,
-    // After the plain options: its etcd flags set a help heading.
     #[command(flatten)]
     pub spec: SpecArgs,
     #[command(flatten)]
@@ -405,8 +480,9 @@ pub struct ValidateArgs {
 const LIST_HELP: &str = "\
 Examples:
   unitgen list
-  unitgen list -f examples/bitcoind-wallet/unitgen.yaml -o units/bitcoind-wallet
-  unitgen list --values ci-values.yaml    Also compare the jobs that need etcd values
+  unitgen list -f examples/bitcoind-wallet/unitgen.yaml \\
+    -o units/bitcoind-wallet
+  unitgen list --values ci-values.yaml    Also compare jobs that need etcd
   unitgen list --json | jq -r 'select(.units != \"up_to_date\") | .job'
 
 One row per job: where it runs (its fleet placement, or this host), its OnCalendar= lines
@@ -419,7 +495,7 @@ this machine's time zone, whether DIR holds its units as `unitgen render` would 
   job          the job's name
   target       \"fleet\" or \"systemd\"
   runs_on      where it runs, in short (\"this host\", \"with bitcoind.service\")
-  x_fleet      the service's [X-Fleet] lines, e.g. [\"MachineOf=bitcoind.service\"]
+  x_fleet      the service's [X-Fleet] lines, e.g. [\"MachineOf=db.service\"]
   on_calendar  the normalized OnCalendar= expressions
   timers       the monotonic timers, e.g. [\"OnBootSec=15min\"]
   next_run     the next elapse, RFC 3339 in UTC; null without OnCalendar=

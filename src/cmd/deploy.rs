@@ -32,7 +32,7 @@ pub fn plan(args: &PlanArgs) -> Result<(), Error> {
         eprintln!("note: {}", crate::diag::escape_controls(note));
     }
     let mut out = std::io::stdout().lock();
-    let io = |e| Error::io("stdout")(e);
+    let io = crate::cmd::term::stdout_error;
     if args.json {
         let json = plan_json(backend.as_ref(), &plan);
         writeln!(out, "{json}").map_err(io)?;
@@ -43,7 +43,10 @@ pub fn plan(args: &PlanArgs) -> Result<(), Error> {
     }
     if plan.actions.is_empty() {
         if !args.json {
-            eprintln!("nothing to do: {}", runs(backend.as_ref(), &desired, false));
+            crate::cmd::term::info(format_args!(
+                "nothing to do: {}",
+                runs(backend.as_ref(), &desired, false)
+            ));
         }
         return Ok(());
     }
@@ -63,7 +66,10 @@ pub fn apply(args: &ApplyArgs) -> Result<(), Error> {
         output: args.output.clone(),
     };
     deploy::stop_on_signals();
-    let mut say = |line: &str| println!("{line}");
+    // A closed stdout must not stop an apply half way: its lines are lost.
+    let mut say = |line: &str| {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
     let mut warn = |line: &str| eprintln!("{line}");
     deployer.deploy(
         target,

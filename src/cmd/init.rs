@@ -98,13 +98,17 @@ pub fn run(args: &InitArgs) -> Result<(), Error> {
     } else {
         format!(" -f {}", spec.display())
     };
-    eprintln!(
-        "unitgen init: wrote a starter spec; edit {spec}, then run\n  \
-         unitgen validate{file_flag} --values {values}\n\
-         and, once it says ok, `unitgen render{file_flag} --values {values}` to write its units",
-        spec = spec.display(),
-        values = values.display(),
-    );
+    // One line each: a line on stderr is escaped whole (term.rs).
+    let (spec, values) = (spec.display(), values.display());
+    crate::cmd::term::info(format_args!(
+        "unitgen init: wrote a starter spec; edit {spec}, then run"
+    ));
+    crate::cmd::term::info(format_args!(
+        "  unitgen validate{file_flag} --values {values}"
+    ));
+    crate::cmd::term::info(format_args!(
+        "and, once it says ok, `unitgen render{file_flag} --values {values}` to write its units"
+    ));
     Ok(())
 }
 

@@ -78,12 +78,8 @@ pub fn report_json(e: &Error) {
     let _ = out.flush();
 }
 
-/// A note from a long-running command (`watch`), one line.
+/// A note from a long-running command (`watch`), one line; informational
+/// (`-q` drops it, see `term.rs`).
 pub fn note(command: &str, message: impl std::fmt::Display) {
-    let text = message.to_string();
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "unitgen {command}: {}",
-        crate::diag::escape_controls(&text)
-    );
+    crate::cmd::term::info(format_args!("unitgen {command}: {message}"));
 }

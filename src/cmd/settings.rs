@@ -32,13 +32,13 @@ pub struct ValuesFile {
 /// A secret's value found in a values file: said once per key, by its
 /// key, never its value (a committed file must not hold it).
 fn warn_secret_value(file: &Path, key: &str) {
-    eprintln!(
-        "warning: {}: `{}` holds a value, but the spec uses it as a secret: this file is meant \
+    crate::cmd::term::warn(format_args!(
+        "{}: `{}` holds a value, but the spec uses it as a secret: this file is meant \
          to be committed, so list the key with `null` (render only checks that it exists; the \
          runner reads the secret from etcd at run time)",
         crate::diag::escape_controls(&file.display().to_string()),
         crate::diag::shown(key)
-    );
+    ));
 }
 
 impl ValuesFile {
@@ -48,8 +48,8 @@ impl ValuesFile {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let raw: BTreeMap<String, serde_yaml::Value> =
-            serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let raw: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text)
+            .map_err(|e| err(crate::diag::plain_serde(&e.to_string())))?;
         let mut map = BTreeMap::new();
         for (key, value) in raw {
             let text = match value {
@@ -168,6 +168,11 @@ impl ValueSource {
         match self {
             ValueSource::None => Ok(Values::none(refs)),
             ValueSource::File(file, path) => {
+                crate::cmd::term::debug(format_args!(
+                    "values: looking up {} in {}",
+                    describe_keys(refs),
+                    path.display()
+                ));
                 file.drop_secret_values(refs, path);
                 let found = refs
                     .needs()
@@ -180,14 +185,63 @@ impl ValueSource {
                 Ok(Values::new(refs, BTreeMap::new(), origin))
             }
             ValueSource::Etcd(source) => {
+                let started = std::time::Instant::now();
+                crate::cmd::term::debug(format_args!(
+                    "etcd: reading {} from {}",
+                    describe_keys(refs),
+                    source.settings.endpoints.join(",")
+                ));
                 let etcd = source.connect().await?;
                 let (found, revision) = etcd.fetch(refs.needs()).await?;
+                crate::cmd::term::debug(format_args!(
+                    "etcd: {} answered in {} (revision {revision})",
+                    etcd.current_endpoint(),
+                    crate::cmd::term::elapsed(started)
+                ));
                 source.revision = revision;
                 Ok(Values::new(refs, found, origin))
             }
         }
     }
 }
+
+/// The keys a fetch reads, for `-v`: how many, which (the first few), and
+/// which of them are secrets, whose existence only is checked.
+fn describe_keys(refs: &Refs) -> String {
+    const SHOWN: usize = 10;
+    let needs = refs.needs();
+    let secrets = needs.values().filter(|n| **n == Need::Exists).count();
+    let mut names: Vec<String> = needs
+        .iter()
+        .take(SHOWN)
+        .map(|(k, n)| match n {
+            Need::Value => crate::diag::shown(k),
+            Need::Exists => format!("{} (secret: exists?)", crate::diag::shown(k)),
+        })
+        .collect();
+    if needs.len() > SHOWN {
+        names.push(format!("and {} more", needs.len() - SHOWN));
+    }
+    format!(
+        "{} key(s), {secrets} of them secret(s) checked for existence only: {}",
+        needs.len(),
+        names.join(", ")
+    )
+}
+
+/// Endpoints as given, trimmed, without empty ones.
+fn endpoint_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    items
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// `--etcd-endpoints` as a variable. Read here rather than by clap: clap
+/// counts a variable as its flag, and `--values` (which conflicts with
+/// the flag) would be refused whenever it is exported. With `--values` it
+/// is not read at all: the file wins, quietly.
+pub const ENDPOINTS_VAR: &str = "UNITGEN_ETCD_ENDPOINTS";
 
 /// Connection settings: each flag (or its `UNITGEN_ETCD_*` variable) wins
 /// over the spec's `etcd:` section; spec paths are relative to the spec.
@@ -201,19 +255,18 @@ fn etcd_settings(
         .spec()
         .and_then(|s| s.etcd.clone())
         .unwrap_or_default();
-    let endpoints = if args.etcd_endpoints.is_empty() {
+    let from_env = std::env::var(ENDPOINTS_VAR).unwrap_or_default();
+    let endpoints = if !args.etcd_endpoints.is_empty() {
+        endpoint_list(args.etcd_endpoints.iter().map(String::as_str))
+    } else if !from_env.trim().is_empty() {
+        endpoint_list(from_env.split(','))
+    } else {
         // A malformed spec endpoint is reported with its location.
         let problems = loaded.endpoint_problems();
         if !problems.is_empty() {
             return Err(Error::Invalid(problems));
         }
         spec.endpoints.clone()
-    } else {
-        args.etcd_endpoints
-            .iter()
-            .map(|e| e.trim().to_owned())
-            .filter(|e| !e.is_empty())
-            .collect()
     };
     if endpoints.is_empty() {
         return Ok(None);
@@ -236,6 +289,7 @@ fn etcd_settings(
         None => None,
     };
     Ok(Some(etcd::Settings {
+        caller: etcd::Caller::Generator,
         endpoints,
         ca_file: args.etcd_ca_file.clone().or_else(|| relative(&tls.ca_file)),
         cert_file: args

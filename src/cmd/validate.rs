@@ -7,6 +7,7 @@ use std::io::Write;
 use crate::cmd::cli::{RenderArgs, SpecArgs, ValidateArgs};
 use crate::cmd::report::{report, report_json};
 use crate::cmd::settings::{ValueSource, runtime};
+use crate::cmd::term;
 use crate::diag::{KeyPath, Kind, Problem, escape_controls};
 use crate::error::Error;
 use crate::etcd::{EtcdError, Need};
@@ -40,11 +41,11 @@ fn online(args: &ValidateArgs) -> Result<(), Error> {
     let files = super::render_files(&args.spec)?;
     // A job has two or three units (its notify unit): count jobs, not files.
     let jobs: std::collections::BTreeSet<&str> = files.iter().map(|f| f.job.as_str()).collect();
-    eprintln!(
+    term::info(format_args!(
         "{}: ok, {} job(s)",
         display_name(&args.spec.spec),
         jobs.len()
-    );
+    ));
     Ok(())
 }
 
@@ -56,24 +57,19 @@ fn offline(args: &ValidateArgs) -> Result<(), Error> {
     let jobs = loaded.render_known(&values)?;
     let name = display_name(&args.spec.spec);
     let needs = loaded.refs().needs();
-    let mut err = std::io::stderr().lock();
-    let io = |e| Error::io("stderr")(e);
+    // Informational, as the online ok line: `-q` drops the whole report.
     if needs.is_empty() {
-        writeln!(
-            err,
+        term::info(format_args!(
             "{name}: ok, {} job(s), offline (etcd not asked); it reads no etcd keys",
             jobs.len()
-        )
-        .map_err(io)?;
+        ));
         return Ok(());
     }
-    writeln!(
-        err,
+    term::info(format_args!(
         "{name}: ok, {} job(s), offline (etcd not asked); a render reads {} etcd key(s):",
         jobs.len(),
         needs.len()
-    )
-    .map_err(io)?;
+    ));
     let keys: Vec<(String, Need)> = needs
         .iter()
         .map(|(k, n)| (escape_controls(k).into_owned(), *n))
@@ -88,7 +84,7 @@ fn offline(args: &ValidateArgs) -> Result<(), Error> {
             Need::Value => "value: written into the units",
             Need::Exists => "secret: render checks that it exists; the runner reads it at run time",
         };
-        writeln!(err, "  {key:width$}  {what}").map_err(io)?;
+        term::info(format_args!("  {key:width$}  {what}"));
     }
     Ok(())
 }

@@ -103,6 +103,9 @@ struct Watcher<'a> {
     deploy_all: bool,
     /// Jobs and removed units whose apply failed, tried again next batch.
     pending: Scope,
+    /// An error was reported since the last good render: the next one
+    /// says that all is well again.
+    failing: bool,
 }
 
 impl<'a> Watcher<'a> {
@@ -148,6 +151,7 @@ impl<'a> Watcher<'a> {
             deployer,
             deploy_all: true,
             pending: Scope::default(),
+            failing: false,
         };
         if let ValueSource::Etcd(e) = &watcher.source {
             watcher.revision = e.revision();
@@ -155,7 +159,57 @@ impl<'a> Watcher<'a> {
         watcher.inputs = watcher.read_inputs();
         let files = watcher.loaded.render(&watcher.values)?;
         watcher.publish(&files).await?;
+        note(watcher.what_is_watched());
         Ok(watcher)
+    }
+
+    /// What the watch follows, said once when it starts: the spec, the
+    /// values file, or how many etcd keys under which prefixes.
+    fn what_is_watched(&self) -> String {
+        let spec = self.args.spec.spec.display().to_string();
+        let needs = self.loaded.refs().needs();
+        let values = self.args.spec.values.as_ref().map(|v| v.display());
+        if needs.is_empty() {
+            return match values {
+                Some(v) => format!("no etcd references: watching {spec} and {v} only"),
+                None => format!("no etcd references: watching the spec only ({spec})"),
+            };
+        }
+        let keys = format!(
+            "{} etcd key(s) under {}",
+            needs.len(),
+            prefixes(needs.keys().map(String::as_str))
+        );
+        match (&self.source, values) {
+            (ValueSource::File(..), Some(v)) => {
+                format!("watching {spec} and the values file {v}, which stands in for {keys}")
+            }
+            (ValueSource::Etcd(e), _) => match e.origin() {
+                crate::generate::values::Origin::Etcd(endpoints) => {
+                    format!("watching {spec} and {keys} at {endpoints}")
+                }
+                _ => format!("watching {spec} and {keys}"),
+            },
+            _ => format!("watching {spec}; {keys} have no source"),
+        }
+    }
+
+    /// Which inputs differ between two reads, for the log line.
+    fn changed_inputs(&self, now: &[Option<Vec<u8>>]) -> String {
+        let paths = self.input_paths();
+        let changed: Vec<String> = paths
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.inputs.get(*i) != now.get(*i))
+            .map(|(i, p)| match i {
+                0 => p.display().to_string(),
+                _ => format!("the values file {}", p.display()),
+            })
+            .collect();
+        match changed.is_empty() {
+            true => self.args.spec.spec.display().to_string(),
+            false => changed.join(" and "),
+        }
     }
 
     fn input_paths(&self) -> Vec<PathBuf> {
@@ -318,11 +372,24 @@ impl<'a> Watcher<'a> {
                     "keeping the last good units in {}",
                     self.args.output.display()
                 ));
+                self.failing = true;
                 Ok(())
             }
             Ok(Ok(files)) => {
-                if let Err(e) = self.publish(&files).await {
-                    report(&e);
+                match self.publish(&files).await {
+                    Err(e) => {
+                        report(&e);
+                        self.failing = true;
+                    }
+                    Ok(()) if self.failing => {
+                        self.failing = false;
+                        note(format!(
+                            "ok again, {} unit(s) in {}",
+                            files.len(),
+                            self.args.output.display()
+                        ));
+                    }
+                    Ok(()) => {}
                 }
                 Ok(())
             }
@@ -481,21 +548,28 @@ impl<'a> Watcher<'a> {
                 _ = poll.tick() => {
                     let inputs = self.read_inputs();
                     if inputs != self.inputs {
+                        let what = self.changed_inputs(&inputs);
                         self.inputs = inputs;
                         match load(&self.args.spec.spec) {
                             Ok(loaded) => {
-                                note(format!("{} changed; rendering again", self.args.spec.spec.display()));
+                                note(format!("{what} changed; rendering again"));
                                 self.loaded = loaded;
                                 if let Some(path) = &self.args.spec.values {
                                     match ValuesFile::read(path) {
                                         Ok(file) => self.source = ValueSource::File(file, path.clone()),
-                                        Err(e) => report(&e),
+                                        Err(e) => {
+                                            report(&e);
+                                            self.failing = true;
+                                        }
                                     }
                                 }
                                 self.reread = true;
                                 schedule(&mut render_at, &mut first_pending);
                             }
-                            Err(e) => report(&e),
+                            Err(e) => {
+                                report(&e);
+                                self.failing = true;
+                            }
                         }
                     }
                 }
@@ -509,7 +583,7 @@ impl<'a> Watcher<'a> {
                     let outcome = match message {
                         Ok(Some(response)) => self.apply(&response),
                         Ok(None) => Applied::Lost("the watch stream ended".into()),
-                        Err(e) => Applied::Lost(e.to_string()),
+                        Err(e) => Applied::Lost(crate::etcd::reason(&e)),
                     };
                     match outcome {
                         Applied::Nothing => {}
@@ -543,6 +617,7 @@ impl<'a> Watcher<'a> {
                         }
                         Err(e) => {
                             report(&e);
+                            self.failing = true;
                             note("will render again once etcd answers");
                             if let ValueSource::Etcd(s) = &mut self.source {
                                 s.disconnect();
@@ -559,6 +634,26 @@ impl<'a> Watcher<'a> {
             }
         }
     }
+}
+
+/// The folders of `keys` (`/aws/`, `/vol/`), a few of them, for a log line.
+fn prefixes<'k>(keys: impl Iterator<Item = &'k str>) -> String {
+    const SHOWN: usize = 5;
+    let folders: std::collections::BTreeSet<&str> = keys
+        .map(|k| match k.rfind('/') {
+            Some(i) if i > 0 => &k[..=i],
+            _ => k,
+        })
+        .collect();
+    let mut shown: Vec<String> = folders
+        .iter()
+        .take(SHOWN)
+        .map(|f| crate::diag::shown(f))
+        .collect();
+    if folders.len() > SHOWN {
+        shown.push(format!("and {} more", folders.len() - SHOWN));
+    }
+    shown.join(", ")
 }
 
 enum Applied {

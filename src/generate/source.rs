@@ -322,7 +322,11 @@ impl Source {
                 unknown_message("value", name, expected),
             );
         }
-        self.at_value(path, Kind::Type, shorten(message))
+        self.at_value(
+            path,
+            Kind::Type,
+            shorten(&crate::diag::plain_serde(message)),
+        )
     }
 
     /// serde_yaml's (libyaml's) words for a file that is not YAML, made

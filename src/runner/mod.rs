@@ -64,8 +64,9 @@ from etcd at run time; only their keys are on this command line.\n\nExit status:
     after_help = "\
 Examples:
   unitgen-runner --job wallet --etcd-endpoint http://172.17.0.1:2379 \\
-    --step '{\"rpc\":{\"url\":\"http://bitcoind:8332/\",\"method\":\"backupwallet\",\"params\":[\"/backups/w.dat\"],\"user\":\"rpc\",\"password_etcd\":\"/bitcoind/rpc/password\"}}'
-  unitgen-runner --dry-run --job wallet --step '{\"ebs_snapshot\":{...}}'   List what retention would delete
+    --step '{\"rpc\":{\"url\":\"http://bitcoind:8332/\",\"method\":\"getwalletinfo\"}}'
+  unitgen-runner --dry-run --job wallet --step '{\"ebs_snapshot\":{...}}'
+                                          List what retention would delete
 
 `unitgen-runner notify --help`: the failure mail, webhook and healthchecks pings.
 
@@ -101,6 +102,28 @@ pub enum Failure {
     Config(String),
     /// A step (or reading its secrets) failed.
     Step(String),
+    /// Already logged, with this exit status: a failed step is logged
+    /// when it fails, before the lines of the steps it skips, so the
+    /// journal reads in order.
+    Logged(i32),
+}
+
+impl Failure {
+    /// Logs the run's error line (unless done already); returns the exit
+    /// status.
+    pub fn log(&self, job: &str) -> i32 {
+        match self {
+            Failure::Config(message) => {
+                log::error(format!("{job}: {message}"));
+                EXIT_CONFIG
+            }
+            Failure::Step(message) => {
+                log::error(format!("{job}: {message}"));
+                EXIT_STEP_FAILED
+            }
+            Failure::Logged(code) => *code,
+        }
+    }
 }
 
 /// Entry point of the `unitgen-runner` binary; returns the exit status.
@@ -132,14 +155,7 @@ pub fn main() -> i32 {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => 0,
-        Err(Failure::Config(message)) => {
-            log::error(format!("{}: {message}", args.job));
-            EXIT_CONFIG
-        }
-        Err(Failure::Step(message)) => {
-            log::error(format!("{}: {message}", args.job));
-            EXIT_STEP_FAILED
-        }
+        Err(failure) => failure.log(&args.job),
     }
 }
 
@@ -149,10 +165,11 @@ pub fn parse_steps(raw: &[String]) -> Result<Vec<RunnerStep>, Failure> {
     for (i, text) in raw.iter().enumerate() {
         let step: RunnerStep = serde_json::from_str(text).map_err(|e| {
             Failure::Config(format!(
-                "step {} of {}: not a valid step ({e}); the unit must be rendered by a unitgen \
+                "step {} of {}: not a valid step ({}); the unit must be rendered by a unitgen \
                  that matches this runner",
                 i + 1,
-                raw.len()
+                raw.len(),
+                crate::diag::plain_serde(&e.to_string())
             ))
         })?;
         if let Some(v) = step.check().into_iter().next() {
@@ -175,8 +192,9 @@ pub fn parse_lock(args: &Args) -> Result<Option<JobLock>, Failure> {
     };
     let lock: JobLock = serde_json::from_str(text).map_err(|e| {
         Failure::Config(format!(
-            "--lock: not a valid lock ({e}); the unit must be rendered by a unitgen that \
-             matches this runner"
+            "--lock: not a valid lock ({}); the unit must be rendered by a unitgen that \
+             matches this runner",
+            crate::diag::plain_serde(&e.to_string())
         ))
     })?;
     if let Some(v) = lock.check().into_iter().next() {
@@ -184,7 +202,9 @@ pub fn parse_lock(args: &Args) -> Result<Option<JobLock>, Failure> {
     }
     if lock.is_etcd() && args.etcd.endpoints.is_empty() {
         return Err(Failure::Config(
-            "--lock: an etcd lock needs --etcd-endpoint".into(),
+            "--lock: an etcd lock needs --etcd-endpoint (rendered from the spec's \
+             `etcd.runner.endpoints`)"
+                .into(),
         ));
     }
     Ok(Some(lock))
@@ -362,6 +382,9 @@ async fn run_steps(
             ),
         };
         if let Err(failure) = result {
+            // The failure first, then what it skipped: the journal reads
+            // in the order things happened.
+            let code = failure.log(&args.job);
             for (j, later) in steps.iter().enumerate().skip(i + 1) {
                 log::warn(format!(
                     "step {}/{total} ({}) skipped: step {} failed",
@@ -370,7 +393,7 @@ async fn run_steps(
                     i + 1
                 ));
             }
-            return Err(failure);
+            return Err(Failure::Logged(code));
         }
         log::info(format!("{label}: ok in {:.2}s", t.elapsed().as_secs_f64()));
     }

@@ -74,6 +74,8 @@ impl EtcdFlags {
         let timeout = crate::contract::timespan::parse(&self.timeout)
             .map_err(|e| EtcdError::Config(format!("--etcd-timeout {e}")))?;
         Ok(Settings {
+            // Errors then name these flags and the spec's `etcd.runner`.
+            caller: crate::etcd::Caller::Runner,
             endpoints: self.endpoints.clone(),
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),

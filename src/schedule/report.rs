@@ -64,10 +64,24 @@ struct Analysis {
     specs: Vec<CalendarSpec>,
 }
 
-/// Writes the report to `out`. Returns `Ok(true)` when every expression is
-/// valid, `Ok(false)` if any is not. An unparsable `--base-time` is an
-/// `InvalidInput` error.
-pub fn run(args: &ScheduleArgs, out: &mut dyn Write) -> io::Result<bool> {
+/// Where the text report says that an expression is invalid: not among
+/// the results (the command line prints it on stderr, as an error).
+pub trait Errors {
+    fn invalid(&mut self, message: &str);
+}
+
+/// Collects the messages (tests, callers that place them themselves).
+impl Errors for Vec<String> {
+    fn invalid(&mut self, message: &str) {
+        self.push(message.to_owned());
+    }
+}
+
+/// Writes the report to `out`, and each invalid expression's error to
+/// `errors` (with `--json`, the error is in the expression's object
+/// instead). Returns `Ok(true)` when every expression is valid, `Ok(false)`
+/// if any is not. An unparsable `--base-time` is an `InvalidInput` error.
+pub fn run(args: &ScheduleArgs, out: &mut dyn Write, errors: &mut dyn Errors) -> io::Result<bool> {
     let local = TimeZone::system();
     let (base, from_now) = match &args.base_time {
         Some(text) => {
@@ -102,13 +116,15 @@ pub fn run(args: &ScheduleArgs, out: &mut dyn Write) -> io::Result<bool> {
             serde_json::to_writer(&mut *out, &line)?;
             writeln!(out)?;
         } else {
-            // systemd-analyze separates expressions with an empty line.
+            // systemd-analyze separates expressions with an empty line,
+            // also after one it could not parse (whose error went to
+            // stderr).
             if i > 0 {
                 writeln!(out)?;
             }
             match &analysis {
                 Ok(a) => write_human(out, input, a, &base, args.iterations, from_now)?,
-                Err(error) => writeln!(out, "{error}")?,
+                Err(error) => errors.invalid(error),
             }
         }
     }
