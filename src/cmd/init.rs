@@ -86,7 +86,8 @@ pub fn run(args: &InitArgs) -> Result<(), Error> {
         written.push(path);
     }
     let mut out = std::io::stdout().lock();
-    let io = |e| Error::io("stdout")(e);
+    // A closed pipe ends quietly, as every command's stdout does.
+    let io = crate::cmd::term::stdout_error;
     for path in &written {
         writeln!(out, "{}", path.display()).map_err(io)?;
     }

@@ -97,7 +97,8 @@ pub fn run(args: &ListArgs) -> Result<(), Error> {
         rows.push((job, Units::of(&args.output, job.files.as_deref())?));
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let io = |e: std::io::Error| Error::io("stdout")(e);
+    // A closed pipe ends quietly, as every command's stdout does.
+    let io = crate::cmd::term::stdout_error;
     if args.json {
         for (job, units) in rows {
             let line = json(job, units, &base, &args.output);

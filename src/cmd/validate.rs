@@ -167,7 +167,8 @@ pub fn check_json(args: &RenderArgs) -> Result<(), Error> {
         status: FileStatus,
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let io = |e: std::io::Error| Error::io("stdout")(e);
+    // A closed pipe ends quietly, as every command's stdout does.
+    let io = crate::cmd::term::stdout_error;
     for d in &drift {
         let line = FileJson {
             file: d.path.display().to_string(),
