@@ -18,17 +18,6 @@ jobs:
     command: [/usr/bin/true, --two]
 ";
 
-fn spec_in(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("unitgen.yaml");
-    write(&path, text);
-    path
-}
-
-/// Runs unitgen in `dir` (so paths in messages are relative).
-fn in_dir(dir: &Path, args: &[&str]) -> Run {
-    run(unitgen().args(args).current_dir(dir))
-}
-
 fn assert_fails(dir: &Path, spec: &str, stderr: &str) {
     spec_in(dir, spec);
     let r = in_dir(dir, &["validate"]);

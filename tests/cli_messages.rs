@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -21,12 +21,6 @@ jobs:
     schedule: weekly
     command: [/usr/bin/true, --two]
 ";
-
-fn spec_in(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("unitgen.yaml");
-    write(&path, text);
-    path
-}
 
 /// Runs unitgen in `dir` (so paths in messages are relative), without
 /// the test's own etcd variables.
@@ -112,6 +106,10 @@ fn a_closed_pipe_ends_quietly_as_sigpipe() {
         &["man"],
         &["man", "render"],
         &["schema"],
+        &["list"],
+        &["list", "--json"],
+        &["render", "--check", "--format", "json", "-o", "elsewhere"],
+        &["init", "starter"],
     ] {
         let (status, stderr) = with_closed_stdout(tmp.path(), args);
         assert_eq!(stderr, "", "{args:?}");
@@ -587,6 +585,12 @@ fn quiet_keeps_only_errors_and_verbose_says_what_happened() {
     assert_eq!((r.status, r.stderr.as_str()), (0, ""));
     assert_eq!(r.stdout, "units/one.service\nunits/one.timer\n");
     assert!(!tmp.path().join("units/two.timer").exists());
+    // validate --offline's report and init's next steps are informational too.
+    let r = in_dir(tmp.path(), &["-q", "validate", "--offline"]);
+    assert_eq!((r.status, r.stderr.as_str()), (0, ""));
+    let r = in_dir(tmp.path(), &["-q", "init", "starter"]);
+    assert_eq!((r.status, r.stderr.as_str()), (0, ""));
+    assert!(r.stdout.contains("starter/unitgen.yaml\n"), "{}", r.stdout);
     // Errors always print.
     let r = in_dir(tmp.path(), &["-q", "validate", "-f", "nope.yaml"]);
     assert_eq!(

@@ -10,15 +10,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn spec_in(dir: &Path, text: &str) {
-    write(&dir.join("unitgen.yaml"), text);
-}
-
-/// Runs unitgen in `dir` (so paths in messages are relative).
-fn in_dir(dir: &Path, args: &[&str]) -> Run {
-    run(unitgen().args(args).current_dir(dir))
-}
-
 /// `unitgen validate` of `spec` exits 2 with exactly `stderr`.
 fn assert_fails(dir: &Path, spec: &str, stderr: &str) {
     spec_in(dir, spec);

@@ -72,6 +72,19 @@ pub fn world_readable_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// Writes `text` as `dir/unitgen.yaml`, the spec every command reads by
+/// default.
+pub fn spec_in(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("unitgen.yaml");
+    write(&path, text);
+    path
+}
+
+/// Runs unitgen in `dir` (so paths in messages are relative).
+pub fn in_dir(dir: &Path, args: &[&str]) -> Run {
+    run(unitgen().args(args).current_dir(dir))
+}
+
 pub fn write(path: &Path, text: &str) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
