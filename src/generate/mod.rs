@@ -76,36 +76,36 @@ impl Loaded {
     /// Validates and renders with `values`; nothing is touched on disk.
     /// Every problem is reported at once, in file order.
     pub fn render(&self, values: &Values) -> Result<Vec<UnitFile>, Error> {
-        self.render_with(values, Vec::new())
-    }
-
-    /// [`Loaded::render`], with problems found before validation (etcd
-    /// could not be asked) reported among the rest.
-    pub fn render_with(
-        &self,
-        values: &Values,
-        mut problems: Vec<Problem>,
-    ) -> Result<Vec<UnitFile>, Error> {
-        let decoded = &self.decoded;
-        problems.extend(decoded.problems.iter().cloned());
         // Validate whatever could be decoded, so that one wrong type does not
         // hide, say, a name collision elsewhere in the spec.
-        let model = match &decoded.value {
+        let (model, found) = match &self.decoded.value {
             Some(spec) => match validate::validate(spec, &self.src, values) {
-                Ok(model) => Some(model),
-                Err(found) => {
-                    problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
-                    None
-                }
+                Ok(model) => (Some(model), Vec::new()),
+                Err(found) => (None, found),
             },
-            None => None,
+            None => (None, Vec::new()),
         };
-        let model = match model {
-            Some(model) if problems.is_empty() => model,
-            _ => return Err(Error::Invalid(sorted(problems))),
-        };
-        let files = Renderer::new().render(&model)?;
-        let long = validate::fleet::line_problems(&self.src, &model, &files);
+        let problems = self.with_decoding(found);
+        match model {
+            Some(model) if problems.is_empty() => self.files(&model),
+            _ => Err(Error::Invalid(problems)),
+        }
+    }
+
+    /// Decoding's problems and validation's (`found`), in file order; one
+    /// that follows from a key decoding had to drop is left out.
+    fn with_decoding(&self, found: Vec<Problem>) -> Vec<Problem> {
+        let decoded = &self.decoded;
+        let mut problems = decoded.problems.clone();
+        problems.extend(found.into_iter().filter(|p| !decoded.affected(&p.path)));
+        sorted(problems)
+    }
+
+    /// The unit files of a valid model; fleet's line limits are checked on
+    /// the rendered text.
+    fn files(&self, model: &model::Model) -> Result<Vec<UnitFile>, Error> {
+        let files = Renderer::new().render(model)?;
+        let long = validate::fleet::line_problems(&self.src, model, &files);
         if !long.is_empty() {
             return Err(Error::Invalid(sorted(long)));
         }
@@ -120,27 +120,16 @@ impl Loaded {
     /// value is rendered, and the others are listed without files. Every
     /// problem is an error, as with [`Loaded::render`].
     pub fn render_known(&self, values: &Values) -> Result<Vec<JobOverview>, Error> {
-        let decoded = &self.decoded;
-        let mut problems = decoded.problems.clone();
-        let Some(spec) = &decoded.value else {
-            return Err(Error::Invalid(sorted(problems)));
+        let Some(spec) = &self.decoded.value else {
+            return Err(Error::Invalid(self.with_decoding(Vec::new())));
         };
         let mut partial = validate::validate_partial(spec, &self.src, values);
-        problems.extend(
-            partial
-                .problems
-                .into_iter()
-                .filter(|p| !decoded.affected(&p.path)),
-        );
+        let problems = self.with_decoding(std::mem::take(&mut partial.problems));
         if !problems.is_empty() {
-            return Err(Error::Invalid(sorted(problems)));
+            return Err(Error::Invalid(problems));
         }
         let model = model::Model { jobs: partial.jobs };
-        let files = Renderer::new().render(&model)?;
-        let long = validate::fleet::line_problems(&self.src, &model, &files);
-        if !long.is_empty() {
-            return Err(Error::Invalid(sorted(long)));
-        }
+        let files = self.files(&model)?;
         let mut by_job: std::collections::BTreeMap<String, Vec<UnitFile>> = Default::default();
         for file in files {
             by_job.entry(file.job.clone()).or_default().push(file);

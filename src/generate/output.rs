@@ -180,7 +180,8 @@ pub fn write(dir: &Path, files: &[UnitFile]) -> Result<Written, Error> {
         written.removed.push(path);
     }
     write_manifest(dir, &mut staged, &current)?;
-    staged.done = true;
+    // Every temp file was renamed: none is left for Drop to remove.
+    staged.temps.clear();
     sync_dir(dir)?;
     Ok(written)
 }
@@ -194,8 +195,6 @@ struct Staged<'a> {
     pairs: Vec<(PathBuf, PathBuf)>,
     /// Every temp file created, renamed or not.
     temps: Vec<PathBuf>,
-    /// Every temp file was renamed: nothing is left to remove.
-    done: bool,
 }
 
 impl<'a> Staged<'a> {
@@ -205,7 +204,6 @@ impl<'a> Staged<'a> {
             pid: std::process::id(),
             pairs: Vec::new(),
             temps: Vec::new(),
-            done: false,
         }
     }
 
@@ -224,9 +222,6 @@ impl<'a> Staged<'a> {
 
 impl Drop for Staged<'_> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
         for tmp in &self.temps {
             // Renamed ones are gone already; this only removes leftovers.
             let _ = fs::remove_file(tmp);
